@@ -1,0 +1,239 @@
+// Package client is the Go SDK for programs that start global transactions
+// on a Concord coordinator: sagas, TCC transactions, and the operator
+// calls (get, list, retry, abort).
+//
+//	c := client.New("http://127.0.0.1:7070")
+//	tx, err := c.NewSaga("").
+//		Add("http://order/create", "http://order/cancel", order).
+//		Add("http://stock/reserve", "http://stock/release", item).
+//		SubmitAndWait(ctx)
+//
+// Participants use package participant to serve branch calls and its
+// Barrier to make them idempotent and safe against reordering.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/concordtm/concord/gen/concord/v1"
+	"github.com/concordtm/concord/gen/concord/v1/concordv1connect"
+)
+
+// Transaction is a global transaction as the coordinator reports it.
+type Transaction = v1.Transaction
+
+// Statuses a Transaction can have.
+const (
+	StatusRunning      = "running"
+	StatusConfirming   = "confirming"
+	StatusCompensating = "compensating"
+	StatusCancelling   = "cancelling"
+	StatusSucceeded    = "succeeded"
+	StatusAborted      = "aborted"
+	StatusStuck        = "stuck"
+)
+
+// Errors, tested with errors.Is. Each wraps the server's message.
+var (
+	ErrInvalid      = errors.New("concord: invalid request")
+	ErrNotFound     = errors.New("concord: transaction not found")
+	ErrConflict     = errors.New("concord: conflict with an existing transaction")
+	ErrPrecondition = errors.New("concord: not allowed in the transaction's current state")
+	ErrUnavailable  = errors.New("concord: coordinator unavailable; retry")
+	ErrUnauthorized = errors.New("concord: unauthenticated")
+)
+
+// Client talks to one coordinator. It is safe for concurrent use.
+type Client struct {
+	rpc     concordv1connect.CoordinatorServiceClient
+	http    *http.Client
+	token   string
+	baseURL string
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+type options struct {
+	http    *http.Client
+	token   string
+	grpc    bool
+	json    bool
+	timeout time.Duration
+}
+
+// WithHTTPClient sets the HTTP client (for TLS settings, proxies, tracing).
+func WithHTTPClient(h *http.Client) Option { return func(o *options) { o.http = h } }
+
+// WithToken sends "Authorization: Bearer <token>" on every call.
+func WithToken(tok string) Option { return func(o *options) { o.token = tok } }
+
+// WithGRPC uses the gRPC protocol instead of Connect.
+func WithGRPC() Option { return func(o *options) { o.grpc = true } }
+
+// WithJSON uses JSON instead of binary protobuf on the wire.
+func WithJSON() Option { return func(o *options) { o.json = true } }
+
+// New returns a client for the coordinator at baseURL
+// (e.g. "http://127.0.0.1:7070").
+func New(baseURL string, opts ...Option) *Client {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.http == nil {
+		tr := &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        512,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		}
+		if o.grpc {
+			tr.Protocols = new(http.Protocols)
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			tr.Protocols.SetHTTP2(true)
+		}
+		o.http = &http.Client{Transport: tr}
+	}
+	var copts []connect.ClientOption
+	if o.grpc {
+		copts = append(copts, connect.WithGRPC())
+	}
+	if o.json {
+		copts = append(copts, connect.WithProtoJSON())
+	}
+	if o.token != "" {
+		copts = append(copts, connect.WithInterceptors(tokenInterceptor(o.token)))
+	}
+	return &Client{
+		rpc:     concordv1connect.NewCoordinatorServiceClient(o.http, baseURL, copts...),
+		http:    o.http,
+		token:   o.token,
+		baseURL: baseURL,
+	}
+}
+
+func tokenInterceptor(tok string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+tok)
+			return next(ctx, req)
+		}
+	}
+}
+
+// wrap maps API errors to the package's sentinels.
+func wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	var sentinel error
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument:
+		sentinel = ErrInvalid
+	case connect.CodeNotFound:
+		sentinel = ErrNotFound
+	case connect.CodeAlreadyExists:
+		sentinel = ErrConflict
+	case connect.CodeFailedPrecondition:
+		sentinel = ErrPrecondition
+	case connect.CodeUnavailable:
+		sentinel = ErrUnavailable
+	case connect.CodeUnauthenticated:
+		sentinel = ErrUnauthorized
+	default:
+		return err
+	}
+	msg := err.Error()
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		msg = ce.Message()
+	}
+	return fmt.Errorf("%w: %s", sentinel, msg)
+}
+
+// NewGID asks the coordinator for a fresh global transaction id.
+func (c *Client) NewGID(ctx context.Context) (string, error) {
+	resp, err := c.rpc.NewGID(ctx, connect.NewRequest(&v1.NewGIDRequest{}))
+	if err != nil {
+		return "", wrap(err)
+	}
+	return resp.Msg.Gid, nil
+}
+
+// Get returns a transaction.
+func (c *Client) Get(ctx context.Context, gid string) (*Transaction, error) {
+	resp, err := c.rpc.GetTransaction(ctx, connect.NewRequest(&v1.GetTransactionRequest{Gid: gid}))
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return resp.Msg.Transaction, nil
+}
+
+// Wait blocks until the transaction is final or stuck (or the server's
+// longest wait passes, or ctx ends) and returns it.
+func (c *Client) Wait(ctx context.Context, gid string) (*Transaction, error) {
+	for {
+		resp, err := c.rpc.GetTransaction(ctx, connect.NewRequest(&v1.GetTransactionRequest{Gid: gid, Wait: true}))
+		if err != nil {
+			return nil, wrap(err)
+		}
+		t := resp.Msg.Transaction
+		if Settled(t) || ctx.Err() != nil {
+			return t, ctx.Err()
+		}
+	}
+}
+
+// Settled reports whether t is final or stuck (needs an operator).
+func Settled(t *Transaction) bool {
+	switch t.GetStatus() {
+	case StatusSucceeded, StatusAborted, StatusStuck:
+		return true
+	}
+	return false
+}
+
+// ListOptions filters List. Zero values mean no filter.
+type ListOptions struct {
+	Status, Mode, GIDPrefix string
+	Limit                   int
+	PageToken               string
+}
+
+// List returns transactions, newest first, and the token of the next page
+// ("" when there is none).
+func (c *Client) List(ctx context.Context, o ListOptions) ([]*Transaction, string, error) {
+	resp, err := c.rpc.ListTransactions(ctx, connect.NewRequest(&v1.ListTransactionsRequest{
+		Status: o.Status, Mode: o.Mode, GidPrefix: o.GIDPrefix, Limit: int32(o.Limit), PageToken: o.PageToken,
+	}))
+	if err != nil {
+		return nil, "", wrap(err)
+	}
+	return resp.Msg.Transactions, resp.Msg.NextPageToken, nil
+}
+
+// Retry gives a stuck or retrying transaction a fresh retry budget.
+func (c *Client) Retry(ctx context.Context, gid string) (*Transaction, error) {
+	resp, err := c.rpc.RetryTransaction(ctx, connect.NewRequest(&v1.RetryTransactionRequest{Gid: gid}))
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return resp.Msg.Transaction, nil
+}
+
+// Abort rolls back a transaction that has not decided yet.
+func (c *Client) Abort(ctx context.Context, gid, reason string) (*Transaction, error) {
+	resp, err := c.rpc.AbortTransaction(ctx, connect.NewRequest(&v1.AbortTransactionRequest{Gid: gid, Reason: reason}))
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return resp.Msg.Transaction, nil
+}

@@ -1,0 +1,62 @@
+// Command concord is the Concord distributed transaction manager: the
+// coordinator server, operator commands, a demo and a benchmark.
+//
+//	concord serve [flags]            run the coordinator
+//	concord tx list|show|retry|abort operate on transactions
+//	concord demo                     the shop example, end to end
+//	concord bench [flags]            measure throughput and latency
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/concordtm/concord/internal/cli"
+)
+
+const usage = `usage: concord <command> [flags]
+
+commands:
+  serve    run the coordinator (concord serve -h for flags)
+  tx       list, show, retry or abort transactions
+  demo     run the shop example end to end on the embedded store
+  bench    measure sagas/s and latency against a real coordinator
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	env := cli.DefaultEnv()
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cli.Serve(args[1:], env)
+	case "tx":
+		err = cli.Tx(args[1:], env)
+	case "demo":
+		err = cli.Demo(args[1:], env)
+	case "bench":
+		err = cli.Bench(args[1:], env)
+	case "help", "-h", "--help":
+		fmt.Fprint(os.Stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "concord: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "concord %s: %v\n", args[0], err)
+	if errors.Is(err, cli.ErrUsage) {
+		return 2
+	}
+	return 1
+}

@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/concordtm/concord/client"
+)
+
+type remote struct {
+	addr, token string
+	json        bool
+}
+
+func (r *remote) flags(fs *flag.FlagSet, env Env) {
+	addr := env.Getenv("CONCORD_ADDR")
+	if addr == "" {
+		addr = "http://127.0.0.1:7070"
+	}
+	fs.StringVar(&r.addr, "addr", addr, "coordinator URL (env CONCORD_ADDR)")
+	fs.StringVar(&r.token, "token", env.Getenv("CONCORD_TOKEN"), "bearer token (env CONCORD_TOKEN)")
+	fs.BoolVar(&r.json, "json", false, "print JSON")
+}
+
+func (r *remote) client() *client.Client {
+	addr := r.addr
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return client.New(addr, client.WithToken(r.token))
+}
+
+// Tx runs `concord tx list|show|retry|abort`.
+func Tx(args []string, env Env) error {
+	if len(args) == 0 {
+		return usageError("tx: want one of list, show, retry, abort")
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("tx "+sub, env)
+	var r remote
+	r.flags(fs, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	switch sub {
+	case "list":
+		var o client.ListOptions
+		fs.StringVar(&o.Status, "status", "", "only this status (running, compensating, stuck, ...)")
+		fs.StringVar(&o.Mode, "mode", "", "only this mode (saga, tcc)")
+		fs.StringVar(&o.GIDPrefix, "prefix", "", "only gids with this prefix")
+		fs.IntVar(&o.Limit, "limit", 20, "at most this many")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return usageError("tx list: unexpected argument %q", fs.Arg(0))
+		}
+		txs, next, err := r.client().List(ctx, o)
+		if err != nil {
+			return err
+		}
+		if r.json {
+			return printJSON(env.Stdout, txs)
+		}
+		printList(env.Stdout, txs)
+		if next != "" {
+			fmt.Fprintf(env.Stdout, "(more: older transactions exist; narrow with -status/-prefix or raise -limit)\n")
+		}
+		return nil
+	case "show", "retry", "abort":
+		var reason string
+		if sub == "abort" {
+			fs.StringVar(&reason, "reason", "", "why (kept in the transaction)")
+		}
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return usageError("tx %s: want exactly one GID", sub)
+		}
+		gid := fs.Arg(0)
+		c := r.client()
+		var t *client.Transaction
+		var err error
+		switch sub {
+		case "show":
+			t, err = c.Get(ctx, gid)
+		case "retry":
+			t, err = c.Retry(ctx, gid)
+		case "abort":
+			t, err = c.Abort(ctx, gid, reason)
+		}
+		if err != nil {
+			if errors.Is(err, client.ErrInvalid) {
+				return usageError("tx %s: %v", sub, err)
+			}
+			return err
+		}
+		if r.json {
+			return printJSON(env.Stdout, []*client.Transaction{t})
+		}
+		PrintTransaction(env.Stdout, t)
+		return nil
+	}
+	return usageError("tx: unknown subcommand %q; want list, show, retry or abort", sub)
+}
+
+func printJSON(w io.Writer, txs []*client.Transaction) error {
+	var out []json.RawMessage
+	for _, t := range txs {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(t)
+		if err != nil {
+			return err
+		}
+		out = append(out, b)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if len(out) == 1 {
+		return enc.Encode(out[0])
+	}
+	return enc.Encode(out)
+}
+
+func stamp(ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05.000")
+}
+
+func printList(w io.Writer, txs []*client.Transaction) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GID\tMODE\tSTATUS\tBRANCHES\tCREATED (UTC)\tREASON")
+	for _, t := range txs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Gid, t.Mode, t.Status, len(t.Branches), stamp(t.CreatedAtUnixMs), t.Reason)
+	}
+	tw.Flush()
+}
+
+// PrintTransaction writes a transaction and every branch's history.
+func PrintTransaction(w io.Writer, t *client.Transaction) {
+	fmt.Fprintf(w, "gid:       %s\n", t.Gid)
+	fmt.Fprintf(w, "mode:      %s\n", t.Mode)
+	fmt.Fprintf(w, "status:    %s\n", t.Status)
+	if t.StuckPhase != "" {
+		fmt.Fprintf(w, "stuck in:  %s (concord tx retry %s resumes it)\n", t.StuckPhase, t.Gid)
+	}
+	if t.Reason != "" {
+		fmt.Fprintf(w, "reason:    %s\n", t.Reason)
+	}
+	fmt.Fprintf(w, "created:   %s\n", stamp(t.CreatedAtUnixMs))
+	fmt.Fprintf(w, "decided:   %s\n", stamp(t.DecidedAtUnixMs))
+	fmt.Fprintf(w, "updated:   %s\n", stamp(t.UpdatedAtUnixMs))
+	fmt.Fprintf(w, "deadline:  %s\n", stamp(t.DeadlineUnixMs))
+	fmt.Fprintf(w, "attempts:  %d\n", t.TotalAttempts)
+	for _, b := range t.Branches {
+		fmt.Fprintf(w, "\nbranch %s  %s=%s  %s=%s\n", b.Id, b.ForwardOp, b.ForwardStatus, b.BackwardOp, b.BackwardStatus)
+		fmt.Fprintf(w, "  %-10s %s\n", b.ForwardOp, b.ForwardUrl)
+		fmt.Fprintf(w, "  %-10s %s\n", b.BackwardOp, b.BackwardUrl)
+		if len(b.After) > 0 {
+			fmt.Fprintf(w, "  after      %s\n", strings.Join(b.After, ", "))
+		}
+		for _, a := range b.Attempts {
+			line := fmt.Sprintf("  %s  %-10s #%-2d %-8s %6.1fms", stamp(a.StartedAtUnixMs), a.Op, a.Number, a.Outcome, float64(a.DurationUs)/1000)
+			if a.Error != "" {
+				line += "  " + a.Error
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+}

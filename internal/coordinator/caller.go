@@ -1,0 +1,91 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/participant"
+)
+
+// Caller performs one branch operation and classifies its outcome. An
+// implementation must never report OutcomeRejected unless the participant
+// said "no" (nothing was done), and must report OutcomeUnknown whenever the
+// operation may have taken effect.
+type Caller interface {
+	Call(ctx context.Context, gid string, mode protocol.Mode, c protocol.Call) (protocol.Outcome, string)
+}
+
+// HTTPCaller calls participants over HTTP. The wire form:
+//
+//   - POST to the branch URL, body = the branch payload,
+//     headers Concord-Gid, Concord-Branch, Concord-Op, Concord-Mode;
+//   - 2xx: success;
+//   - 409 Conflict: rejected (a business "no"); the body is the reason;
+//   - anything else (other status, timeout, connection error): unknown.
+type HTTPCaller struct {
+	Client *http.Client
+	// Decorate, if set, may add headers (e.g. tracing) to each request.
+	Decorate func(*http.Request)
+}
+
+// NewHTTPCaller returns a caller with a transport tuned for many concurrent
+// calls to a few participant hosts.
+func NewHTTPCaller() *HTTPCaller {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &HTTPCaller{Client: &http.Client{Transport: tr}}
+}
+
+// maxReason bounds how much of a response body is kept as the error text.
+const maxReason = 512
+
+// Call implements Caller.
+func (h *HTTPCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c protocol.Call) (protocol.Outcome, string) {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(c.Timeout))
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(c.Payload))
+	if err != nil {
+		// A URL that cannot even form a request; validated at submit, so
+		// this is unexpected. Nothing was sent, but retrying is harmless.
+		return protocol.OutcomeUnknown, err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	participant.Branch{GID: gid, BranchID: c.Branch, Op: participant.Op(c.Op), Mode: string(mode)}.SetHeaders(req.Header)
+	if h.Decorate != nil {
+		h.Decorate(req)
+	}
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return protocol.OutcomeUnknown, "timeout: " + err.Error()
+		}
+		return protocol.OutcomeUnknown, err.Error()
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxReason))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return protocol.OutcomeSuccess, ""
+	case resp.StatusCode == http.StatusConflict:
+		return protocol.OutcomeRejected, strings.TrimSpace(string(body))
+	default:
+		return protocol.OutcomeUnknown, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+}

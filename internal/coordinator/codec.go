@@ -1,0 +1,68 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/store"
+)
+
+// recordVersion is written in every record so the format can evolve.
+const recordVersion = 1
+
+type envelope struct {
+	V   int          `json:"v"`
+	Txn protocol.Txn `json:"txn"`
+}
+
+// encode turns a transaction into a store record.
+func encode(t *protocol.Txn) (store.Record, error) {
+	data, err := json.Marshal(envelope{V: recordVersion, Txn: *t})
+	if err != nil {
+		return store.Record{}, err
+	}
+	return store.Record{
+		GID:       t.GID,
+		Mode:      string(t.Mode),
+		Status:    string(t.Status),
+		Finished:  t.Status.Final(),
+		CreatedAt: t.CreatedAt,
+		UpdatedAt: t.UpdatedAt,
+		Data:      data,
+	}, nil
+}
+
+// decode reads a record back, checking that it is one this version
+// understands and that its content is self-consistent. It never panics on
+// arbitrary bytes.
+func decode(data []byte) (protocol.Txn, error) {
+	var env envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return protocol.Txn{}, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+	}
+	if env.V != recordVersion {
+		return protocol.Txn{}, fmt.Errorf("%w: record version %d, want %d", store.ErrCorrupt, env.V, recordVersion)
+	}
+	t := env.Txn
+	if t.GID == "" {
+		return protocol.Txn{}, fmt.Errorf("%w: record without gid", store.ErrCorrupt)
+	}
+	if machineFor(t.Mode) == nil {
+		return protocol.Txn{}, fmt.Errorf("%w: %s: unknown mode %q", store.ErrCorrupt, t.GID, t.Mode)
+	}
+	switch t.Status {
+	case protocol.StatusRunning, protocol.StatusConfirming, protocol.StatusCompensating,
+		protocol.StatusCancelling, protocol.StatusSucceeded, protocol.StatusAborted, protocol.StatusStuck:
+	default:
+		return protocol.Txn{}, fmt.Errorf("%w: %s: unknown status %q", store.ErrCorrupt, t.GID, t.Status)
+	}
+	seen := make(map[string]bool, len(t.Branches))
+	for _, b := range t.Branches {
+		if b.ID == "" || seen[b.ID] {
+			return protocol.Txn{}, fmt.Errorf("%w: %s: empty or duplicate branch id %q", store.ErrCorrupt, t.GID, b.ID)
+		}
+		seen[b.ID] = true
+	}
+	return t, nil
+}

@@ -1,0 +1,81 @@
+package coordinator
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/concordtm/concord/internal/protocol"
+)
+
+// Config configures a Coordinator. The zero value of every field takes the
+// default noted beside it.
+type Config struct {
+	// Defaults fill in every per-transaction option a request leaves zero.
+	Defaults protocol.Options
+	// MaxBatch bounds how many records one group commit writes (512).
+	MaxBatch int
+	// AlertWebhook, if set, receives a JSON POST for every alert.
+	AlertWebhook string
+	// RecoveryWorkers bounds how many transactions are resumed at once after
+	// a restart (16).
+	RecoveryWorkers int
+	// ReloadDelay is how long a transaction whose write failed waits before
+	// it is reloaded from the store and resumed (1s).
+	ReloadDelay time.Duration
+	Logger      *slog.Logger
+	// Caller performs branch calls (an HTTPCaller).
+	Caller Caller
+	// Listener receives optional observability callbacks.
+	Listener Listener
+}
+
+// Listener is a set of optional callbacks for metrics and tracing. Nil
+// fields are skipped. Callbacks must be fast and must not block.
+type Listener struct {
+	// GroupCommit is called after every store commit with the number of
+	// records in the batch.
+	GroupCommit func(records int, d time.Duration, err error)
+	// BranchCall is called after every branch call.
+	BranchCall func(mode protocol.Mode, op protocol.Op, outcome protocol.Outcome, d time.Duration)
+	// Finished is called when a transaction reaches a final status.
+	Finished func(mode protocol.Mode, status protocol.Status)
+	// Alerted is called for every alert.
+	Alerted func(a Alert)
+}
+
+// DefaultOptions are the built-in per-transaction defaults.
+var DefaultOptions = protocol.Options{
+	Timeout:          int64(60 * time.Second),
+	BranchTimeout:    int64(10 * time.Second),
+	MaxAttempts:      8,
+	MaxTotalAttempts: 64,
+	RetryInitial:     int64(200 * time.Millisecond),
+	RetryMax:         int64(30 * time.Second),
+}
+
+// withDefaults fills zero fields of o from d, then from DefaultOptions.
+func withDefaults(o, d protocol.Options) protocol.Options {
+	fill := func(v *int64, a, b int64) {
+		if *v == 0 {
+			*v = a
+		}
+		if *v == 0 {
+			*v = b
+		}
+	}
+	fillInt := func(v *int, a, b int) {
+		if *v == 0 {
+			*v = a
+		}
+		if *v == 0 {
+			*v = b
+		}
+	}
+	fill(&o.Timeout, d.Timeout, DefaultOptions.Timeout)
+	fill(&o.BranchTimeout, d.BranchTimeout, DefaultOptions.BranchTimeout)
+	fill(&o.RetryInitial, d.RetryInitial, DefaultOptions.RetryInitial)
+	fill(&o.RetryMax, d.RetryMax, DefaultOptions.RetryMax)
+	fillInt(&o.MaxAttempts, d.MaxAttempts, DefaultOptions.MaxAttempts)
+	fillInt(&o.MaxTotalAttempts, d.MaxTotalAttempts, DefaultOptions.MaxTotalAttempts)
+	return o
+}

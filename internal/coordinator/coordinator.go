@@ -1,0 +1,375 @@
+// Package coordinator is the runtime that drives the pure protocol
+// machines: it keeps live transactions in memory, steps them with events,
+// makes each new state durable through group commit before carrying out the
+// step's calls, arms timers, retries, and resumes every unfinished
+// transaction after a restart.
+//
+// Lock order: Coordinator.mu may be taken while holding no entry lock, or
+// while holding one entry's mu (never two entries' locks at once).
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/concordtm/concord/internal/failpoint"
+	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/protocol/saga"
+	"github.com/concordtm/concord/internal/protocol/tcc"
+	"github.com/concordtm/concord/internal/store"
+)
+
+// Errors returned by the Coordinator. The API layer maps them to codes.
+var (
+	ErrNotFound    = errors.New("coordinator: transaction not found")
+	ErrGIDConflict = errors.New("coordinator: gid already used by a different transaction")
+	ErrInvalid     = errors.New("coordinator: invalid request")
+	ErrUnavailable = errors.New("coordinator: unavailable, retry later")
+	ErrClosed      = errors.New("coordinator: shutting down")
+)
+
+func machineFor(m protocol.Mode) *protocol.Machine {
+	switch m {
+	case protocol.ModeSaga:
+		return saga.Machine
+	case protocol.ModeTCC:
+		return tcc.Machine
+	}
+	return nil
+}
+
+// Coordinator is the transaction manager runtime. Create it with New, call
+// Start to resume unfinished work, and Close to stop.
+type Coordinator struct {
+	cfg     Config
+	store   store.Store
+	log     *slog.Logger
+	caller  Caller
+	commit  *committer
+	timers  *timers
+	alerter *webhookAlerter
+
+	ctx    context.Context // cancelled by Close; parent of every branch call
+	cancel context.CancelFunc
+	calls  sync.WaitGroup
+
+	mu     sync.Mutex
+	live   map[string]*entry
+	closed bool
+}
+
+// entry is one live (unfinished) transaction.
+type entry struct {
+	mu      sync.Mutex
+	txn     protocol.Txn
+	machine *protocol.Machine
+	changed chan struct{} // closed and replaced on every Report
+	broken  bool          // a write failed; the entry is being reloaded
+}
+
+func newEntry(t protocol.Txn, m *protocol.Machine) *entry {
+	return &entry{txn: t, machine: m, changed: make(chan struct{})}
+}
+
+// New creates a coordinator over s.
+func New(cfg Config, s store.Store) *Coordinator {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 512
+	}
+	if cfg.RecoveryWorkers <= 0 {
+		cfg.RecoveryWorkers = 16
+	}
+	if cfg.ReloadDelay <= 0 {
+		cfg.ReloadDelay = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Caller == nil {
+		cfg.Caller = NewHTTPCaller()
+	}
+	c := &Coordinator{cfg: cfg, store: s, log: cfg.Logger, caller: cfg.Caller, live: map[string]*entry{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.commit = newCommitter(s, cfg.MaxBatch, cfg.Listener.GroupCommit)
+	c.timers = newTimers(func(gid string) { c.deliver(gid, protocol.Tick{Now: now()}) })
+	if cfg.AlertWebhook != "" {
+		c.alerter = &webhookAlerter{url: cfg.AlertWebhook, client: &http.Client{Timeout: 10 * time.Second}, log: c.log}
+	}
+	return c
+}
+
+func now() int64 { return time.Now().UnixNano() }
+
+// Start loads every unfinished transaction from the store and resumes it in
+// the background. It returns once they are loaded.
+func (c *Coordinator) Start(ctx context.Context) error {
+	var loaded []*entry
+	err := c.store.Unfinished(ctx, func(r store.Record) error {
+		t, err := decode(r.Data)
+		if err != nil {
+			c.log.Error("skipping unreadable record", "gid", r.GID, "err", err)
+			return nil
+		}
+		e := newEntry(t, machineFor(t.Mode))
+		c.mu.Lock()
+		c.live[t.GID] = e
+		c.mu.Unlock()
+		loaded = append(loaded, e)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recovery scan: %w", err)
+	}
+	if len(loaded) > 0 {
+		c.log.Info("resuming unfinished transactions", "count", len(loaded))
+	}
+	go func() {
+		sem := make(chan struct{}, c.cfg.RecoveryWorkers)
+		for _, e := range loaded {
+			sem <- struct{}{}
+			go func(e *entry) {
+				defer func() { <-sem }()
+				c.apply(e, protocol.Recover{Now: now()})
+			}(e)
+		}
+	}()
+	return nil
+}
+
+// Close stops timers and in-flight calls and flushes pending writes. It
+// does not close the store.
+func (c *Coordinator) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.timers.stop()
+	c.cancel()
+	c.calls.Wait()
+	c.commit.stop()
+	return nil
+}
+
+// NewGID mints a unique, time-ordered global transaction id.
+func NewGID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405.000") + "-" + hex.EncodeToString(b[:])
+}
+
+// lookup returns the live entry for gid, or nil.
+func (c *Coordinator) lookup(gid string) *entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live[gid]
+}
+
+// deliver applies an internal event (result, tick) to a live transaction;
+// events for transactions that are no longer live are dropped.
+func (c *Coordinator) deliver(gid string, ev protocol.Event) {
+	e := c.lookup(gid)
+	if e == nil {
+		return
+	}
+	if _, err := c.apply(e, ev); err != nil && !errors.Is(err, protocol.ErrInvalidTransition) && !errors.Is(err, ErrClosed) {
+		c.log.Warn("event failed", "gid", gid, "event", ev.Kind(), "err", err)
+	}
+}
+
+// apply steps e with ev and carries out the effects.
+func (c *Coordinator) apply(e *entry, ev protocol.Event) (protocol.Txn, error) {
+	e.mu.Lock()
+	old := e.txn
+	nt, fx, done, err := c.stepLocked(e, ev)
+	e.mu.Unlock()
+	if err != nil {
+		return old, err
+	}
+	return c.finish(e, old, nt, ev, fx, done)
+}
+
+// stepLocked runs the machine and, when the state changed, queues the
+// write. It must be called with e.mu held, so that writes of one
+// transaction are queued in step order.
+func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []protocol.Effect, chan error, error) {
+	if e.broken {
+		return protocol.Txn{}, nil, nil, fmt.Errorf("%w: %s is being reloaded after a failed write", ErrUnavailable, e.txn.GID)
+	}
+	nt, fx, err := e.machine.Step(e.txn, ev)
+	if err != nil {
+		return nt, nil, nil, err
+	}
+	var done chan error
+	if len(fx) > 0 {
+		if _, ok := fx[0].(protocol.Persist); ok {
+			rec, err := encode(&nt)
+			if err != nil {
+				return nt, nil, nil, fmt.Errorf("encode %s: %w", nt.GID, err)
+			}
+			c.mu.Lock()
+			closed := c.closed
+			c.mu.Unlock()
+			if closed {
+				return nt, nil, nil, ErrClosed
+			}
+			done = c.commit.enqueue(rec)
+			fx = fx[1:]
+		}
+	}
+	e.txn = nt
+	return nt, fx, done, nil
+}
+
+// finish waits for the step's write to be durable and then carries out the
+// remaining effects. Nothing reaches a participant or a waiter before the
+// state that led to it is on disk.
+func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, fx []protocol.Effect, done chan error) (protocol.Txn, error) {
+	if done != nil {
+		if err := <-done; err != nil {
+			c.writeFailed(e, err)
+			return nt, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		c.crashPoints(old, nt, ev, fx)
+	}
+	for _, f := range fx {
+		switch f := f.(type) {
+		case protocol.Call:
+			c.startCall(nt.GID, nt.Mode, f)
+		case protocol.Arm:
+			c.timers.arm(nt.GID, f.At)
+		case protocol.Report:
+			e.mu.Lock()
+			close(e.changed)
+			e.changed = make(chan struct{})
+			e.mu.Unlock()
+		case protocol.Alert:
+			c.raise(nt, f)
+		}
+	}
+	if nt.Status.Final() && done != nil {
+		c.mu.Lock()
+		if c.live[nt.GID] == e {
+			delete(c.live, nt.GID)
+		}
+		c.mu.Unlock()
+		c.timers.disarm(nt.GID)
+		if c.cfg.Listener.Finished != nil {
+			c.cfg.Listener.Finished(nt.Mode, nt.Status)
+		}
+	}
+	return nt, nil
+}
+
+// crashPoints fires the named failpoints that this step crosses.
+func (c *Coordinator) crashPoints(old, nt protocol.Txn, ev protocol.Event, fx []protocol.Effect) {
+	switch ev := ev.(type) {
+	case protocol.Submit:
+		if nt.Mode == protocol.ModeSaga {
+			failpoint.Hit(failpoint.AfterAccept)
+		}
+	case protocol.Result:
+		if ev.Outcome == protocol.OutcomeSuccess && (ev.Op == protocol.OpAction) && nt.Status == protocol.StatusRunning {
+			for _, f := range fx {
+				if _, ok := f.(protocol.Call); ok {
+					failpoint.Hit(failpoint.BetweenBranches)
+					break
+				}
+			}
+		}
+		if ev.Outcome == protocol.OutcomeSuccess && (ev.Op == protocol.OpCompensate || ev.Op == protocol.OpCancel) &&
+			(nt.Status == protocol.StatusCompensating || nt.Status == protocol.StatusCancelling) {
+			failpoint.Hit(failpoint.DuringCompensation)
+		}
+	}
+	if old.DecidedAt == 0 && nt.DecidedAt != 0 && !nt.Status.Final() {
+		failpoint.Hit(failpoint.AfterDecision)
+	}
+}
+
+// writeFailed takes a transaction whose write failed out of memory and
+// reloads it from the store later: the store holds the last durable state,
+// from which Recover resumes safely.
+func (c *Coordinator) writeFailed(e *entry, err error) {
+	e.mu.Lock()
+	e.broken = true
+	gid := e.txn.GID
+	e.mu.Unlock()
+	c.log.Error("store write failed; will reload the transaction", "gid", gid, "err", err)
+	c.mu.Lock()
+	if c.live[gid] == e {
+		delete(c.live, gid)
+	}
+	c.mu.Unlock()
+	c.timers.disarm(gid)
+	time.AfterFunc(c.cfg.ReloadDelay, func() { c.reload(gid) })
+}
+
+func (c *Coordinator) reload(gid string) {
+	c.mu.Lock()
+	if c.closed || c.live[gid] != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	rec, err := c.store.Get(c.ctx, gid)
+	if errors.Is(err, store.ErrNotFound) {
+		return // never became durable: the client was told it failed
+	}
+	if err != nil {
+		time.AfterFunc(c.cfg.ReloadDelay, func() { c.reload(gid) })
+		return
+	}
+	t, err := decode(rec.Data)
+	if err != nil || t.Status.Final() {
+		return
+	}
+	e := newEntry(t, machineFor(t.Mode))
+	c.mu.Lock()
+	if c.live[gid] != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.live[gid] = e
+	c.mu.Unlock()
+	c.apply(e, protocol.Recover{Now: now()})
+}
+
+func (c *Coordinator) startCall(gid string, mode protocol.Mode, call protocol.Call) {
+	c.calls.Add(1)
+	go func() {
+		defer c.calls.Done()
+		started := time.Now()
+		outcome, msg := c.caller.Call(c.ctx, gid, mode, call)
+		if c.cfg.Listener.BranchCall != nil {
+			c.cfg.Listener.BranchCall(mode, call.Op, outcome, time.Since(started))
+		}
+		if c.ctx.Err() != nil {
+			return // shutting down: the outcome is unknown; recovery redoes it
+		}
+		c.deliver(gid, protocol.Result{
+			Now: now(), Branch: call.Branch, Op: call.Op, Attempt: call.Attempt,
+			Started: started.UnixNano(), Outcome: outcome, Error: msg,
+		})
+	}()
+}
+
+func (c *Coordinator) raise(t protocol.Txn, a protocol.Alert) {
+	al := Alert{Kind: a.Kind, GID: t.GID, Mode: string(t.Mode), Message: a.Message, At: time.Now().UTC()}
+	c.log.Warn("ALERT "+a.Kind, "gid", t.GID, "mode", t.Mode, "msg", a.Message)
+	if c.cfg.Listener.Alerted != nil {
+		c.cfg.Listener.Alerted(al)
+	}
+	if c.alerter != nil {
+		go c.alerter.send(al)
+	}
+}

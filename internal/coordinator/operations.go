@@ -1,0 +1,283 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/store"
+)
+
+// SagaSpec is a saga as submitted. Branch fields used: ID, ForwardURL
+// (action), BackwardURL (compensate), Payload, After. Validation of URLs and
+// sizes is the API layer's job; the coordinator checks structure.
+type SagaSpec struct {
+	GID        string
+	Branches   []protocol.Branch
+	Concurrent bool
+	Options    protocol.Options
+}
+
+func specHash(v any) string {
+	b, _ := json.Marshal(v)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:12])
+}
+
+// SubmitSaga durably accepts a saga and starts it. It returns once the
+// saga is on disk (not when it finishes; see Wait). Resubmitting the same
+// gid with the same content returns the existing transaction.
+func (c *Coordinator) SubmitSaga(ctx context.Context, spec SagaSpec) (protocol.Txn, error) {
+	if spec.GID == "" {
+		spec.GID = NewGID()
+	}
+	if len(spec.Branches) == 0 {
+		return protocol.Txn{}, fmt.Errorf("%w: a saga needs at least one branch", ErrInvalid)
+	}
+	seen := map[string]bool{}
+	for i := range spec.Branches {
+		b := &spec.Branches[i]
+		if b.ID == "" {
+			b.ID = fmt.Sprint(i + 1)
+		}
+		if seen[b.ID] {
+			return protocol.Txn{}, fmt.Errorf("%w: duplicate branch id %q", ErrInvalid, b.ID)
+		}
+		seen[b.ID] = true
+		if !spec.Concurrent && len(b.After) > 0 {
+			return protocol.Txn{}, fmt.Errorf("%w: branch %q: 'after' needs a concurrent saga", ErrInvalid, b.ID)
+		}
+	}
+	hash := specHash(spec)
+	t := protocol.Txn{
+		GID: spec.GID, Mode: protocol.ModeSaga, Concurrent: spec.Concurrent,
+		Options: withDefaults(spec.Options, c.cfg.Defaults), Branches: spec.Branches, SpecHash: hash,
+	}
+	return c.create(ctx, t)
+}
+
+// BeginTCC opens a TCC transaction.
+func (c *Coordinator) BeginTCC(ctx context.Context, gid string, opts protocol.Options) (protocol.Txn, error) {
+	if gid == "" {
+		gid = NewGID()
+	}
+	t := protocol.Txn{GID: gid, Mode: protocol.ModeTCC, Options: withDefaults(opts, c.cfg.Defaults), SpecHash: specHash(opts)}
+	return c.create(ctx, t)
+}
+
+// create makes a new transaction durable, or returns the existing one when
+// the same gid was already used for the same content.
+func (c *Coordinator) create(ctx context.Context, t protocol.Txn) (protocol.Txn, error) {
+	m := machineFor(t.Mode)
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return protocol.Txn{}, ErrClosed
+		}
+		e, ok := c.live[t.GID]
+		if ok {
+			c.mu.Unlock()
+			e.mu.Lock()
+			cur, broken := e.txn, e.broken
+			e.mu.Unlock()
+			if broken {
+				return protocol.Txn{}, fmt.Errorf("%w: %s is being reloaded", ErrUnavailable, t.GID)
+			}
+			if cur.Status == protocol.StatusNew {
+				// Another submission of this gid is being created; wait
+				// for it by taking the lock and looking again.
+				continue
+			}
+			return sameOrConflict(cur, t)
+		}
+		e = newEntry(protocol.Txn{GID: t.GID}, m)
+		e.mu.Lock()
+		c.live[t.GID] = e
+		c.mu.Unlock()
+		nt, fx, done, err := c.createLocked(ctx, e, t)
+		e.mu.Unlock()
+		if err != nil || (fx == nil && done == nil) {
+			return nt, err
+		}
+		return c.finish(e, protocol.Txn{}, nt, protocol.Submit{}, fx, done)
+	}
+}
+
+// createLocked runs with e.mu held and e registered as live with status new.
+// On every path that does not create, it unregisters e.
+func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn) (protocol.Txn, []protocol.Effect, chan error, error) {
+	drop := func() {
+		c.mu.Lock()
+		delete(c.live, t.GID)
+		c.mu.Unlock()
+	}
+	rec, err := c.store.Get(ctx, t.GID)
+	switch {
+	case err == nil:
+		drop()
+		cur, derr := decode(rec.Data)
+		if derr != nil {
+			return protocol.Txn{}, nil, nil, derr
+		}
+		if !cur.Status.Final() {
+			// Unfinished but not live here: owned by a recovery in
+			// progress. Report it as existing.
+			e.txn = cur
+		}
+		got, err := sameOrConflict(cur, t)
+		return got, nil, nil, err
+	case !errors.Is(err, store.ErrNotFound):
+		drop()
+		return protocol.Txn{}, nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	nt, fx, done, err := c.stepLocked(e, protocol.Submit{Now: now(), Txn: t})
+	if err != nil {
+		drop()
+		if errors.Is(err, protocol.ErrInvalidEvent) {
+			err = fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		return protocol.Txn{}, nil, nil, err
+	}
+	return nt, fx, done, nil
+}
+
+func sameOrConflict(cur, want protocol.Txn) (protocol.Txn, error) {
+	if cur.Mode != want.Mode || cur.SpecHash != want.SpecHash {
+		return cur, fmt.Errorf("%w: %s is a %s transaction with different content (status %s)", ErrGIDConflict, cur.GID, cur.Mode, cur.Status)
+	}
+	return cur, nil
+}
+
+// entryFor returns the live entry for gid, loading an unfinished transaction
+// from the store if needed. For a finished transaction it returns a
+// detached entry (not registered as live).
+func (c *Coordinator) entryFor(ctx context.Context, gid string) (*entry, error) {
+	if e := c.lookup(gid); e != nil {
+		return e, nil
+	}
+	rec, err := c.store.Get(ctx, gid)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, gid)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	t, err := decode(rec.Data)
+	if err != nil {
+		return nil, err
+	}
+	e := newEntry(t, machineFor(t.Mode))
+	if !t.Status.Final() {
+		c.mu.Lock()
+		if cur := c.live[gid]; cur != nil {
+			e = cur
+		} else {
+			c.live[gid] = e
+		}
+		c.mu.Unlock()
+	}
+	return e, nil
+}
+
+// do delivers an API event to gid's transaction.
+func (c *Coordinator) do(ctx context.Context, gid string, mode protocol.Mode, ev protocol.Event) (protocol.Txn, error) {
+	e, err := c.entryFor(ctx, gid)
+	if err != nil {
+		return protocol.Txn{}, err
+	}
+	if mode != "" && e.machine.Mode != mode {
+		return protocol.Txn{}, fmt.Errorf("%w: %s is a %s transaction, not %s", protocol.ErrInvalidTransition, gid, e.machine.Mode, mode)
+	}
+	t, err := c.apply(e, ev)
+	if errors.Is(err, protocol.ErrInvalidEvent) {
+		err = fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return t, err
+}
+
+// RegisterBranch adds a branch to an open TCC transaction. It returns once
+// the registration is durable.
+func (c *Coordinator) RegisterBranch(ctx context.Context, gid string, b protocol.Branch) (protocol.Txn, error) {
+	if b.ID == "" {
+		return protocol.Txn{}, fmt.Errorf("%w: branch id is required", ErrInvalid)
+	}
+	return c.do(ctx, gid, protocol.ModeTCC, protocol.Register{Now: now(), Branch: b})
+}
+
+// CommitTCC records the initiator's "every try succeeded".
+func (c *Coordinator) CommitTCC(ctx context.Context, gid string) (protocol.Txn, error) {
+	return c.do(ctx, gid, protocol.ModeTCC, protocol.Commit{Now: now()})
+}
+
+// RollbackTCC records the initiator's "a try failed".
+func (c *Coordinator) RollbackTCC(ctx context.Context, gid, reason string) (protocol.Txn, error) {
+	return c.do(ctx, gid, protocol.ModeTCC, protocol.Rollback{Now: now(), Reason: reason})
+}
+
+// Retry gives a transaction a fresh retry budget and retries now.
+func (c *Coordinator) Retry(ctx context.Context, gid string) (protocol.Txn, error) {
+	return c.do(ctx, gid, "", protocol.Retry{Now: now()})
+}
+
+// Abort rolls back an undecided transaction.
+func (c *Coordinator) Abort(ctx context.Context, gid, reason string) (protocol.Txn, error) {
+	return c.do(ctx, gid, "", protocol.Abort{Now: now(), Reason: reason})
+}
+
+// Get returns the current state of a transaction.
+func (c *Coordinator) Get(ctx context.Context, gid string) (protocol.Txn, error) {
+	e, err := c.entryFor(ctx, gid)
+	if err != nil {
+		return protocol.Txn{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.txn, nil
+}
+
+// Wait blocks until the transaction is final or stuck, or ctx ends; it then
+// returns the latest durable-or-newer state (with ctx.Err() if ctx ended).
+func (c *Coordinator) Wait(ctx context.Context, gid string) (protocol.Txn, error) {
+	e, err := c.entryFor(ctx, gid)
+	if err != nil {
+		return protocol.Txn{}, err
+	}
+	for {
+		e.mu.Lock()
+		t, ch := e.txn, e.changed
+		e.mu.Unlock()
+		if t.Status.Final() || t.Status == protocol.StatusStuck {
+			return t, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return t, ctx.Err()
+		case <-c.ctx.Done():
+			return t, ErrClosed
+		}
+	}
+}
+
+// List returns stored transactions, newest first.
+func (c *Coordinator) List(ctx context.Context, opts store.ListOptions) ([]protocol.Txn, error) {
+	recs, err := c.store.List(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	out := make([]protocol.Txn, 0, len(recs))
+	for _, r := range recs {
+		t, err := decode(r.Data)
+		if err != nil {
+			c.log.Error("unreadable record in list", "gid", r.GID, "err", err)
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}

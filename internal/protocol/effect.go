@@ -1,0 +1,40 @@
+package protocol
+
+// Effect is something a step asks the runtime to do. Effects are data; the
+// runtime executes them in order, and a Persist must be durable before any
+// effect after it runs.
+type Effect interface{ effect() }
+
+// Persist: write the step's resulting state durably.
+type Persist struct{}
+
+// Call: invoke one branch operation. The runtime reports the outcome back
+// as a Result event carrying the same Branch, Op and Attempt.
+type Call struct {
+	Branch  string
+	Op      Op
+	URL     string
+	Payload []byte
+	Attempt int
+	Timeout int64 // nanoseconds
+}
+
+// Arm: deliver a Tick at or after At (unix ns). Arming again replaces the
+// earlier timer of the same transaction.
+type Arm struct{ At int64 }
+
+// Report: the transaction reached a state its waiters care about (accepted,
+// final, or stuck).
+type Report struct{ Status Status }
+
+// Alert: something needs an operator (a stuck transaction).
+type Alert struct {
+	Kind    string
+	Message string
+}
+
+func (Persist) effect() {}
+func (Call) effect()    {}
+func (Arm) effect()     {}
+func (Report) effect()  {}
+func (Alert) effect()   {}

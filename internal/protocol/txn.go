@@ -1,0 +1,160 @@
+package protocol
+
+import "slices"
+
+// Mode is the kind of global transaction.
+type Mode string
+
+// Modes.
+const (
+	ModeSaga Mode = "saga"
+	ModeTCC  Mode = "tcc"
+)
+
+// Status is a transaction's place in its life cycle.
+type Status string
+
+// Statuses. Not every mode uses every status: a saga goes running →
+// succeeded or running → compensating → aborted; a TCC goes running (trying)
+// → confirming → succeeded or running → cancelling → aborted. A phase whose
+// calls keep failing turns stuck until an operator retries it.
+const (
+	StatusNew          Status = "" // before the first event
+	StatusRunning      Status = "running"
+	StatusConfirming   Status = "confirming"
+	StatusCompensating Status = "compensating"
+	StatusCancelling   Status = "cancelling"
+	StatusSucceeded    Status = "succeeded"
+	StatusAborted      Status = "aborted"
+	StatusStuck        Status = "stuck"
+)
+
+// Final reports whether no further work will happen.
+func (s Status) Final() bool { return s == StatusSucceeded || s == StatusAborted }
+
+// Op is an operation the coordinator performs on a branch. The values match
+// the wire names in package participant.
+type Op string
+
+// Operations.
+const (
+	OpAction     Op = "action"
+	OpCompensate Op = "compensate"
+	OpConfirm    Op = "confirm"
+	OpCancel     Op = "cancel"
+)
+
+// OpStatus is the state of one operation (forward or backward) of a branch.
+type OpStatus string
+
+// Operation statuses.
+const (
+	OpIdle     OpStatus = "idle"     // not called yet
+	OpInflight OpStatus = "inflight" // a call is out
+	OpRetrying OpStatus = "retrying" // last call's outcome unknown; next call at NextAt
+	OpDone     OpStatus = "done"     // succeeded
+	OpRejected OpStatus = "rejected" // business "no" (forward ops only)
+	OpFailed   OpStatus = "failed"   // gave up after the retry budget; may have happened
+	OpSkipped  OpStatus = "skipped"  // not needed (e.g. compensating an action that never ran)
+)
+
+// Outcome is the three-way result of one call to a participant.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomeSuccess  Outcome = "success"
+	OutcomeRejected Outcome = "rejected" // business no: abort or compensate
+	OutcomeUnknown  Outcome = "unknown"  // may or may not have happened: retry
+)
+
+// OpState tracks one operation of one branch.
+type OpState struct {
+	Status   OpStatus `json:"status"`
+	Attempts int      `json:"attempts,omitempty"` // calls made, ever
+	Tries    int      `json:"tries,omitempty"`    // calls since the last operator retry
+	NextAt   int64    `json:"next_at,omitempty"`  // when Status is OpRetrying
+	Error    string   `json:"error,omitempty"`    // last error
+}
+
+// Attempt is one call in a branch's history.
+type Attempt struct {
+	Op       Op      `json:"op"`
+	Number   int     `json:"n"`
+	Started  int64   `json:"started"`
+	Duration int64   `json:"dur"`
+	Outcome  Outcome `json:"outcome"`
+	Error    string  `json:"error,omitempty"`
+}
+
+// MaxHistory bounds the attempts kept per branch; older ones are dropped.
+const MaxHistory = 64
+
+// Branch is one participant's part of a transaction. Forward is the saga
+// action or the TCC confirm; Backward is the compensation or the cancel.
+type Branch struct {
+	ID          string    `json:"id"`
+	ForwardOp   Op        `json:"fwd_op"`
+	BackwardOp  Op        `json:"bwd_op"`
+	ForwardURL  string    `json:"fwd_url"`
+	BackwardURL string    `json:"bwd_url"`
+	Payload     []byte    `json:"payload,omitempty"`
+	After       []string  `json:"after,omitempty"`
+	Fwd         OpState   `json:"fwd"`
+	Bwd         OpState   `json:"bwd"`
+	History     []Attempt `json:"history,omitempty"`
+}
+
+// Options are the per-transaction limits, all durations in nanoseconds.
+type Options struct {
+	Timeout          int64 `json:"timeout"`
+	BranchTimeout    int64 `json:"branch_timeout"`
+	MaxAttempts      int   `json:"max_attempts"`
+	MaxTotalAttempts int   `json:"max_total_attempts"`
+	RetryInitial     int64 `json:"retry_initial"`
+	RetryMax         int64 `json:"retry_max"`
+}
+
+// Txn is the full state of one global transaction. It is what the store
+// persists (encoded) and what the protocol machines step.
+type Txn struct {
+	GID           string   `json:"gid"`
+	Mode          Mode     `json:"mode"`
+	Status        Status   `json:"status"`
+	StuckPhase    Status   `json:"stuck_phase,omitempty"`
+	Reason        string   `json:"reason,omitempty"`
+	Concurrent    bool     `json:"concurrent,omitempty"`
+	Options       Options  `json:"options"`
+	Branches      []Branch `json:"branches"`
+	CreatedAt     int64    `json:"created_at"`
+	UpdatedAt     int64    `json:"updated_at"`
+	Deadline      int64    `json:"deadline,omitempty"`
+	DecidedAt     int64    `json:"decided_at,omitempty"`
+	TotalAttempts int      `json:"total_attempts,omitempty"`
+	// Fingerprint of the submitted content, so that a resubmission of the
+	// same gid can be told apart from a different transaction.
+	SpecHash string `json:"spec_hash,omitempty"`
+}
+
+// Clone returns a deep copy that shares no mutable memory with t.
+// Payloads are treated as immutable and shared.
+func (t Txn) Clone() Txn {
+	c := t
+	c.Branches = make([]Branch, len(t.Branches))
+	for i, b := range t.Branches {
+		b.After = slices.Clone(b.After)
+		b.History = slices.Clone(b.History)
+		c.Branches[i] = b
+	}
+	return c
+}
+
+// Branch returns the index of the branch with the given id, or -1.
+func (t *Txn) Branch(id string) int {
+	for i := range t.Branches {
+		if t.Branches[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,91 @@
+package participant
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Header names the coordinator sets on every call to a participant.
+const (
+	HeaderGID    = "Concord-Gid"
+	HeaderBranch = "Concord-Branch"
+	HeaderOp     = "Concord-Op"
+	HeaderMode   = "Concord-Mode"
+)
+
+// Op names the operation the coordinator asks a branch to perform.
+type Op string
+
+// Operations. Forward operations change business state; backward operations
+// undo what a forward operation did.
+const (
+	OpAction     Op = "action"     // saga: forward
+	OpCompensate Op = "compensate" // saga: undoes action
+	OpTry        Op = "try"        // tcc: reserve (called by the initiator)
+	OpConfirm    Op = "confirm"    // tcc: make the reservation final
+	OpCancel     Op = "cancel"     // tcc: release the reservation
+)
+
+// Valid reports whether op is one of the known operations.
+func (op Op) Valid() bool {
+	switch op {
+	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel:
+		return true
+	}
+	return false
+}
+
+// Undoes returns the forward operation a backward operation undoes
+// (compensate → action, cancel → try) and true, or "" and false for a
+// forward operation.
+func (op Op) Undoes() (Op, bool) {
+	switch op {
+	case OpCompensate:
+		return OpAction, true
+	case OpCancel:
+		return OpTry, true
+	}
+	return "", false
+}
+
+// Branch identifies one call from the coordinator to a participant: the
+// global transaction, the branch within it, and the operation.
+type Branch struct {
+	GID      string
+	BranchID string
+	Op       Op
+	Mode     string // "saga", "tcc", ...
+}
+
+// ErrNotABranchCall is returned by FromRequest when the request lacks the
+// coordinator's headers.
+var ErrNotABranchCall = errors.New("participant: request carries no Concord branch headers")
+
+// FromRequest reads the branch identity from an HTTP request sent by the
+// coordinator (or, for a TCC try, by the initiator through the SDK).
+func FromRequest(r *http.Request) (Branch, error) {
+	b := Branch{
+		GID:      r.Header.Get(HeaderGID),
+		BranchID: r.Header.Get(HeaderBranch),
+		Op:       Op(r.Header.Get(HeaderOp)),
+		Mode:     r.Header.Get(HeaderMode),
+	}
+	if b.GID == "" || b.BranchID == "" || b.Op == "" {
+		return Branch{}, ErrNotABranchCall
+	}
+	if !b.Op.Valid() {
+		return Branch{}, fmt.Errorf("participant: unknown operation %q", b.Op)
+	}
+	return b, nil
+}
+
+// SetHeaders writes the branch identity onto an outgoing request.
+func (b Branch) SetHeaders(h http.Header) {
+	h.Set(HeaderGID, b.GID)
+	h.Set(HeaderBranch, b.BranchID)
+	h.Set(HeaderOp, string(b.Op))
+	if b.Mode != "" {
+		h.Set(HeaderMode, b.Mode)
+	}
+}
