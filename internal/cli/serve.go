@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"context"
 	"os/signal"
 	"syscall"
@@ -18,5 +19,13 @@ func Serve(args []string, env Env) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return server.Run(ctx, cfg, cfg.Logger(), nil)
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	// The ready line on stdout lets scripts and tests that pass -addr
+	// 127.0.0.1:0 learn the bound port.
+	return server.Run(ctx, cfg, cfg.Logger(), func(addr string) {
+		fmt.Fprintf(env.Stdout, "concord listening on %s://%s\n", scheme, addr)
+	})
 }
