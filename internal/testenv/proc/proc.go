@@ -1,0 +1,187 @@
+// Package proc runs the real concord binary as a separate process for
+// end-to-end and crash tests: build it once, start `concord serve` on a
+// free loopback port, kill it with SIGKILL, restart it on the same data.
+package proc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds ./cmd/concord once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "concord-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "concord")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/concord")...)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Server is one running `concord serve` process.
+type Server struct {
+	URL     string
+	DataDir string
+	cmd     *exec.Cmd
+	stderr  *syncBuffer
+	exited  chan struct{}
+	state   *os.ProcessState
+}
+
+// Start runs `concord serve -addr 127.0.0.1:0 -data-dir dataDir args...`
+// with extra environment variables (KEY=VALUE) and waits for its ready
+// line. The process is killed when the test ends.
+func Start(t testing.TB, dataDir string, env []string, args ...string) *Server {
+	t.Helper()
+	s, err := TryStart(t, dataDir, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TryStart is Start returning an error instead of failing the test.
+func TryStart(t testing.TB, dataDir string, env []string, args ...string) (*Server, error) {
+	bin := Binary(t)
+	full := append([]string{"serve", "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn"}, args...)
+	cmd := exec.Command(bin, full...)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{DataDir: dataDir, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	cmd.Stderr = s.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			if u, ok := strings.CutPrefix(line, "concord listening on "); ok {
+				select {
+				case ready <- u:
+				default:
+				}
+			}
+		}
+	}()
+	go func() {
+		cmd.Wait()
+		s.state = cmd.ProcessState
+		close(s.exited)
+	}()
+	t.Cleanup(func() { s.Kill() })
+	select {
+	case u := <-ready:
+		s.URL = u
+		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("concord serve exited before ready: %v\nstderr:\n%s", s.state, s.stderr.String())
+	case <-time.After(60 * time.Second):
+		s.Kill()
+		return nil, fmt.Errorf("concord serve not ready after 60s\nstderr:\n%s", s.stderr.String())
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (s *Server) Kill() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (s *Server) Stop() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(15 * time.Second):
+		s.Kill()
+	}
+}
+
+// Exited is closed when the process has exited.
+func (s *Server) Exited() <-chan struct{} { return s.exited }
+
+// WaitExit waits until the process exits or ctx ends, and reports whether
+// it died of SIGKILL (as a failpoint does).
+func (s *Server) WaitExit(ctx context.Context) (killed bool, err error) {
+	select {
+	case <-s.exited:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	ws, ok := s.state.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, nil
+}
+
+// Stderr returns what the process logged so far.
+func (s *Server) Stderr() string { return s.stderr.String() }
+
+// Pid returns the process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
