@@ -67,15 +67,26 @@ type Coordinator struct {
 
 // entry is one live (unfinished) transaction.
 type entry struct {
-	mu      sync.Mutex
-	txn     protocol.Txn
-	machine *protocol.Machine
+	mu  sync.Mutex
+	txn protocol.Txn // the newest state; may not be durable yet
+	seq uint64       // steps that queued a write
+	// durable is the newest state known to be on disk (what readers and
+	// waiters see), and durableSeq the step that wrote it.
+	durable    protocol.Txn
+	durableSeq uint64
+	machine    *protocol.Machine
 	changed chan struct{} // closed and replaced on every Report
 	broken  bool          // a write failed; the entry is being reloaded
 }
 
 func newEntry(t protocol.Txn, m *protocol.Machine) *entry {
-	return &entry{txn: t, machine: m, changed: make(chan struct{})}
+	return &entry{txn: t, durable: t, machine: m, changed: make(chan struct{})}
+}
+
+// write is a queued store write of one step's state.
+type pendingWrite struct {
+	done chan error
+	seq  uint64
 }
 
 // New creates a coordinator over s.
@@ -190,18 +201,18 @@ func (c *Coordinator) deliver(gid string, ev protocol.Event) {
 func (c *Coordinator) apply(e *entry, ev protocol.Event) (protocol.Txn, error) {
 	e.mu.Lock()
 	old := e.txn
-	nt, fx, done, err := c.stepLocked(e, ev)
+	nt, fx, w, err := c.stepLocked(e, ev)
 	e.mu.Unlock()
 	if err != nil {
 		return old, err
 	}
-	return c.finish(e, old, nt, ev, fx, done)
+	return c.finish(e, old, nt, ev, fx, w)
 }
 
 // stepLocked runs the machine and, when the state changed, queues the
 // write. It must be called with e.mu held, so that writes of one
 // transaction are queued in step order.
-func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []protocol.Effect, chan error, error) {
+func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []protocol.Effect, *pendingWrite, error) {
 	if e.broken {
 		return protocol.Txn{}, nil, nil, fmt.Errorf("%w: %s is being reloaded after a failed write", ErrUnavailable, e.txn.GID)
 	}
@@ -209,7 +220,7 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 	if err != nil {
 		return nt, nil, nil, err
 	}
-	var done chan error
+	var w *pendingWrite
 	if len(fx) > 0 {
 		if _, ok := fx[0].(protocol.Persist); ok {
 			rec, err := encode(&nt)
@@ -222,23 +233,29 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 			if closed {
 				return nt, nil, nil, ErrClosed
 			}
-			done = c.commit.enqueue(rec)
+			e.seq++
+			w = &pendingWrite{done: c.commit.enqueue(rec), seq: e.seq}
 			fx = fx[1:]
 		}
 	}
 	e.txn = nt
-	return nt, fx, done, nil
+	return nt, fx, w, nil
 }
 
 // finish waits for the step's write to be durable and then carries out the
 // remaining effects. Nothing reaches a participant or a waiter before the
 // state that led to it is on disk.
-func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, fx []protocol.Effect, done chan error) (protocol.Txn, error) {
-	if done != nil {
-		if err := <-done; err != nil {
+func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, fx []protocol.Effect, w *pendingWrite) (protocol.Txn, error) {
+	if w != nil {
+		if err := <-w.done; err != nil {
 			c.writeFailed(e, err)
 			return nt, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
+		e.mu.Lock()
+		if w.seq > e.durableSeq {
+			e.durable, e.durableSeq = nt, w.seq
+		}
+		e.mu.Unlock()
 		c.crashPoints(old, nt, ev, fx)
 	}
 	for _, f := range fx {
@@ -256,7 +273,7 @@ func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, 
 			c.raise(nt, f)
 		}
 	}
-	if nt.Status.Final() && done != nil {
+	if nt.Status.Final() && w != nil {
 		c.mu.Lock()
 		if c.live[nt.GID] == e {
 			delete(c.live, nt.GID)
@@ -303,6 +320,8 @@ func (c *Coordinator) writeFailed(e *entry, err error) {
 	e.mu.Lock()
 	e.broken = true
 	gid := e.txn.GID
+	close(e.changed)
+	e.changed = make(chan struct{})
 	e.mu.Unlock()
 	c.log.Error("store write failed; will reload the transaction", "gid", gid, "err", err)
 	c.mu.Lock()

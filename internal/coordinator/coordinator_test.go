@@ -292,3 +292,30 @@ func TestWriteFailureTellsNoParticipant(t *testing.T) {
 		t.Fatalf("status %s", tx.Status)
 	}
 }
+
+func TestConcurrentSubmitsOfOneGIDRunItOnce(t *testing.T) {
+	c, caller := newTestCoordinator(t, memstore.New(), nil)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tx, err := c.SubmitSaga(t.Context(), twoBranches("same"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if tx.Status == protocol.StatusNew {
+				t.Error("a submitter was answered before the transaction was durable")
+			}
+		}()
+	}
+	wg.Wait()
+	waitFinal(t, c, "same")
+	if n := caller.count("/1/action"); n != 1 {
+		t.Fatalf("branch 1 action ran %d times, want 1", n)
+	}
+	if caller.unsafe.Load() != 0 {
+		t.Fatal("a call preceded its durable state")
+	}
+}

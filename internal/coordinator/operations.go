@@ -83,14 +83,19 @@ func (c *Coordinator) create(ctx context.Context, t protocol.Txn) (protocol.Txn,
 		if ok {
 			c.mu.Unlock()
 			e.mu.Lock()
-			cur, broken := e.txn, e.broken
+			cur, broken, ch := e.durable, e.broken, e.changed
 			e.mu.Unlock()
 			if broken {
-				return protocol.Txn{}, fmt.Errorf("%w: %s is being reloaded", ErrUnavailable, t.GID)
+				continue // it is leaving the live set; look again
 			}
 			if cur.Status == protocol.StatusNew {
-				// Another submission of this gid is being created; wait
-				// for it by taking the lock and looking again.
+				// Another submission of this gid is being made durable;
+				// wait for it, then look again.
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return protocol.Txn{}, ctx.Err()
+				}
 				continue
 			}
 			return sameOrConflict(cur, t)
@@ -99,22 +104,25 @@ func (c *Coordinator) create(ctx context.Context, t protocol.Txn) (protocol.Txn,
 		e.mu.Lock()
 		c.live[t.GID] = e
 		c.mu.Unlock()
-		nt, fx, done, err := c.createLocked(ctx, e, t)
+		nt, fx, w, err := c.createLocked(ctx, e, t)
 		e.mu.Unlock()
-		if err != nil || (fx == nil && done == nil) {
+		if err != nil || (fx == nil && w == nil) {
 			return nt, err
 		}
-		return c.finish(e, protocol.Txn{}, nt, protocol.Submit{}, fx, done)
+		return c.finish(e, protocol.Txn{}, nt, protocol.Submit{}, fx, w)
 	}
 }
 
 // createLocked runs with e.mu held and e registered as live with status new.
 // On every path that does not create, it unregisters e.
-func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn) (protocol.Txn, []protocol.Effect, chan error, error) {
+func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn) (protocol.Txn, []protocol.Effect, *pendingWrite, error) {
 	drop := func() {
 		c.mu.Lock()
 		delete(c.live, t.GID)
 		c.mu.Unlock()
+		e.broken = true // anyone holding e looks again
+		close(e.changed)
+		e.changed = make(chan struct{})
 	}
 	rec, err := c.store.Get(ctx, t.GID)
 	switch {
@@ -124,18 +132,13 @@ func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn
 		if derr != nil {
 			return protocol.Txn{}, nil, nil, derr
 		}
-		if !cur.Status.Final() {
-			// Unfinished but not live here: owned by a recovery in
-			// progress. Report it as existing.
-			e.txn = cur
-		}
 		got, err := sameOrConflict(cur, t)
 		return got, nil, nil, err
 	case !errors.Is(err, store.ErrNotFound):
 		drop()
 		return protocol.Txn{}, nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	nt, fx, done, err := c.stepLocked(e, protocol.Submit{Now: now(), Txn: t})
+	nt, fx, w, err := c.stepLocked(e, protocol.Submit{Now: now(), Txn: t})
 	if err != nil {
 		drop()
 		if errors.Is(err, protocol.ErrInvalidEvent) {
@@ -143,7 +146,7 @@ func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn
 		}
 		return protocol.Txn{}, nil, nil, err
 	}
-	return nt, fx, done, nil
+	return nt, fx, w, nil
 }
 
 func sameOrConflict(cur, want protocol.Txn) (protocol.Txn, error) {
@@ -237,7 +240,7 @@ func (c *Coordinator) Get(ctx context.Context, gid string) (protocol.Txn, error)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.txn, nil
+	return e.durable, nil
 }
 
 // Wait blocks until the transaction is final or stuck, or ctx ends; it then
@@ -249,8 +252,11 @@ func (c *Coordinator) Wait(ctx context.Context, gid string) (protocol.Txn, error
 	}
 	for {
 		e.mu.Lock()
-		t, ch := e.txn, e.changed
+		t, ch, broken := e.durable, e.changed, e.broken
 		e.mu.Unlock()
+		if broken {
+			return t, fmt.Errorf("%w: %s is being reloaded", ErrUnavailable, gid)
+		}
 		if t.Status.Final() || t.Status == protocol.StatusStuck {
 			return t, nil
 		}
