@@ -153,6 +153,7 @@ func PrintTransaction(w io.Writer, t *client.Transaction) {
 	fmt.Fprintf(w, "status:    %s\n", t.Status)
 	if t.StuckPhase != "" {
 		fmt.Fprintf(w, "stuck in:  %s (concord tx retry %s resumes it)\n", t.StuckPhase, t.Gid)
+		fmt.Fprintf(w, "stuck by:  %s\n", t.StuckReason)
 	}
 	if t.Reason != "" {
 		fmt.Fprintf(w, "reason:    %s\n", t.Reason)

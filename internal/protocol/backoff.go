@@ -1,6 +1,9 @@
 package protocol
 
-import "hash/fnv"
+import (
+	"hash/fnv"
+	"math"
+)
 
 // Backoff returns the delay before retry number n (n >= 1): exponential from
 // initial, capped at max, with "equal jitter" (half fixed, half spread). The
@@ -11,7 +14,8 @@ func Backoff(initial, max int64, n int, seed string) int64 {
 		return 0
 	}
 	d := initial
-	for i := 1; i < n && d < max; i++ {
+	// max <= 0 means no cap; stop doubling before d could overflow.
+	for i := 1; i < n && (max <= 0 || d < max) && d <= math.MaxInt64/2; i++ {
 		d *= 2
 	}
 	if max > 0 && d > max {

@@ -81,17 +81,31 @@ func ApplyOutcome(t *Txn, b *Branch, op *OpState, r Result, rejectable bool) {
 }
 
 // LoseInflight turns every in-flight operation into a retry due now: after
-// a restart the call's outcome is unknown.
-func LoseInflight(t *Txn, now int64) {
+// a restart the call's outcome is unknown. It reports whether there was any.
+func LoseInflight(t *Txn, now int64) bool {
+	lost := false
 	for i := range t.Branches {
 		for _, op := range []*OpState{&t.Branches[i].Fwd, &t.Branches[i].Bwd} {
 			if op.Status == OpInflight {
 				op.Status = OpRetrying
 				op.NextAt = now
 				op.Error = "coordinator restarted while the call was in flight"
+				lost = true
 			}
 		}
 	}
+	return lost
+}
+
+// RecoverStuck is the Do of a restart of a stuck transaction. Nothing is
+// called until an operator retries, but the calls that were in flight are
+// lost: they become retries, which the operator's retry re-issues. (Left
+// in flight, they would wait forever for answers that cannot come.)
+func RecoverStuck(t *Txn, ev Event, fx *Effects) error {
+	if !LoseInflight(t, ev.At()) {
+		fx.Unchanged()
+	}
+	return nil
 }
 
 // ResetBudget gives every retrying or failed operation a fresh budget and
@@ -164,7 +178,7 @@ func Decide(t *Txn, to Status, now int64, reason string) {
 func Stick(t *Txn, fx *Effects, phase Status, why string) {
 	t.StuckPhase = phase
 	t.Status = StatusStuck
-	t.Reason = why
+	t.StuckReason = why
 	fx.Alert("stuck", fmt.Sprintf("%s %s is stuck while %s: %s", t.Mode, t.GID, phase, why))
 	fx.Report(StatusStuck)
 }

@@ -50,7 +50,9 @@ func (fx *Effects) Arm(at int64) { fx.list = append(fx.list, Arm{At: at}) }
 func (fx *Effects) Report(s Status) { fx.list = append(fx.list, Report{Status: s}) }
 
 // Alert appends an Alert effect.
-func (fx *Effects) Alert(kind, msg string) { fx.list = append(fx.list, Alert{Kind: kind, Message: msg}) }
+func (fx *Effects) Alert(kind, msg string) {
+	fx.list = append(fx.list, Alert{Kind: kind, Message: msg})
+}
 
 // Unchanged marks the step as having changed nothing that must be written
 // (an idempotent repeat, a timer with nothing due).

@@ -122,7 +122,8 @@ type Txn struct {
 	Mode          Mode     `json:"mode"`
 	Status        Status   `json:"status"`
 	StuckPhase    Status   `json:"stuck_phase,omitempty"`
-	Reason        string   `json:"reason,omitempty"`
+	Reason        string   `json:"reason,omitempty"`       // why it aborted
+	StuckReason   string   `json:"stuck_reason,omitempty"` // why it is stuck (while stuck)
 	Concurrent    bool     `json:"concurrent,omitempty"`
 	Options       Options  `json:"options"`
 	Branches      []Branch `json:"branches"`

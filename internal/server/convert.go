@@ -20,7 +20,7 @@ func toProto(t protocol.Txn) *v1.Transaction {
 		Gid: t.GID, Mode: string(t.Mode), Status: string(t.Status), Reason: t.Reason,
 		StuckPhase: string(t.StuckPhase), CreatedAtUnixMs: ms(t.CreatedAt), UpdatedAtUnixMs: ms(t.UpdatedAt),
 		DeadlineUnixMs: ms(t.Deadline), DecidedAtUnixMs: ms(t.DecidedAt), Concurrent: t.Concurrent,
-		TotalAttempts: int32(t.TotalAttempts),
+		TotalAttempts: int32(t.TotalAttempts), StuckReason: t.StuckReason,
 	}
 	for _, b := range t.Branches {
 		pb := &v1.Branch{

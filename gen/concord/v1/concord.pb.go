@@ -1074,8 +1074,10 @@ type Transaction struct {
 	Concurrent      bool      `protobuf:"varint,10,opt,name=concurrent,proto3" json:"concurrent,omitempty"`
 	Branches        []*Branch `protobuf:"bytes,11,rep,name=branches,proto3" json:"branches,omitempty"`
 	TotalAttempts   int32     `protobuf:"varint,12,opt,name=total_attempts,json=totalAttempts,proto3" json:"total_attempts,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For a stuck transaction: which operation keeps failing, and how.
+	StuckReason   string `protobuf:"bytes,13,opt,name=stuck_reason,json=stuckReason,proto3" json:"stuck_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Transaction) Reset() {
@@ -1190,6 +1192,13 @@ func (x *Transaction) GetTotalAttempts() int32 {
 		return x.TotalAttempts
 	}
 	return 0
+}
+
+func (x *Transaction) GetStuckReason() string {
+	if x != nil {
+		return x.StuckReason
+	}
+	return ""
 }
 
 type Branch struct {
@@ -1470,7 +1479,7 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"U\n" +
 	"\x18AbortTransactionResponse\x129\n" +
-	"\vtransaction\x18\x01 \x01(\v2\x17.concord.v1.TransactionR\vtransaction\"\xac\x03\n" +
+	"\vtransaction\x18\x01 \x01(\v2\x17.concord.v1.TransactionR\vtransaction\"\xcf\x03\n" +
 	"\vTransaction\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x16\n" +
@@ -1487,7 +1496,8 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	" \x01(\bR\n" +
 	"concurrent\x12.\n" +
 	"\bbranches\x18\v \x03(\v2\x12.concord.v1.BranchR\bbranches\x12%\n" +
-	"\x0etotal_attempts\x18\f \x01(\x05R\rtotalAttempts\"\xd8\x02\n" +
+	"\x0etotal_attempts\x18\f \x01(\x05R\rtotalAttempts\x12!\n" +
+	"\fstuck_reason\x18\r \x01(\tR\vstuckReason\"\xd8\x02\n" +
 	"\x06Branch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vforward_url\x18\x02 \x01(\tR\n" +

@@ -38,7 +38,7 @@ var Machine = &p.Machine{Mode: p.ModeSaga, Table: []p.Transition{
 	{From: compensating, On: p.EvRecover, To: unwinding, Do: recoverStep},
 	{From: compensating, On: p.EvRetry, To: unwinding, Do: retry},
 	{From: stuck, On: p.EvRetry, To: unwinding, Do: retry},
-	{From: stuck, On: p.EvRecover, To: stuck, Do: func(_ *p.Txn, _ p.Event, fx *p.Effects) error { fx.Unchanged(); return nil }},
+	{From: stuck, On: p.EvRecover, To: stuck, Do: p.RecoverStuck},
 	{From: stuck, On: p.EvResult, To: stuck, Do: result},
 	{From: stuck, On: p.EvTick, To: stuck, Do: func(_ *p.Txn, _ p.Event, fx *p.Effects) error { fx.Unchanged(); return nil }},
 }}
@@ -169,7 +169,7 @@ func retry(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	now := ev.At()
 	if t.Status == p.StatusStuck {
 		t.Status = t.StuckPhase
-		t.StuckPhase = ""
+		t.StuckPhase, t.StuckReason = "", ""
 	}
 	p.ResetBudget(t, now, phaseOp(t))
 	p.DueRetries(t, now, fx, phaseOp(t))

@@ -55,7 +55,7 @@ var Machine = &p.Machine{Mode: p.ModeTCC, Table: []p.Transition{
 
 	{From: stuck, On: p.EvRetry, To: []p.Status{p.StatusConfirming, p.StatusSucceeded, p.StatusCancelling, p.StatusAborted, p.StatusStuck}, Do: retry},
 	{From: stuck, On: p.EvResult, To: stuck, Do: result},
-	{From: stuck, On: p.EvRecover, To: stuck, Do: unchanged},
+	{From: stuck, On: p.EvRecover, To: stuck, Do: p.RecoverStuck},
 	{From: stuck, On: p.EvTick, To: stuck, Do: unchanged},
 }}
 
@@ -168,7 +168,7 @@ func retry(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	now := ev.At()
 	if t.Status == p.StatusStuck {
 		t.Status = t.StuckPhase
-		t.StuckPhase = ""
+		t.StuckPhase, t.StuckReason = "", ""
 	}
 	p.ResetBudget(t, now, phaseOp(t))
 	p.DueRetries(t, now, fx, phaseOp(t))

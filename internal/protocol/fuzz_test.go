@@ -1,0 +1,90 @@
+package protocol_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	p "github.com/concordtm/concord/internal/protocol"
+)
+
+// FuzzStep drives a valid transaction with events derived from bytes: it
+// must never panic, never modify its input, and only refuse events with
+// the package's sentinel errors.
+func FuzzStep(f *testing.F) {
+	f.Add([]byte{0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Add([]byte{1, 2, 1, 0, 1, 1, 2, 0, 2, 4, 0, 0, 4, 1, 1, 7, 0, 6})
+	f.Add([]byte{0, 5, 4, 0, 0, 4, 1, 2, 5, 0, 8, 0, 6, 0, 4, 3, 3, 3})
+	f.Add([]byte{1, 3, 1, 1, 1, 2, 2, 0, 4, 0, 0, 4, 0, 1, 5, 0, 6, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 2 {
+			return
+		}
+		mode := []p.Mode{p.ModeSaga, p.ModeTCC}[data[0]%2]
+		m := machineFor(mode)
+		n := int(data[1]%5) + 1
+		txn := p.Txn{GID: "fz", Mode: mode, Options: testOptions(), Concurrent: data[1]&0x80 != 0}
+		txn.Options.Timeout = int64(3 * time.Second)
+		var ids []string
+		for i := range n {
+			id := string(rune('a' + i))
+			ids = append(ids, id)
+			if mode == p.ModeSaga {
+				b := p.Branch{ID: id, ForwardURL: "f", BackwardURL: "b"}
+				if i > 0 && data[1]&0x40 != 0 {
+					b.After = []string{ids[i-1]}
+				}
+				txn.Branches = append(txn.Branches, b)
+			}
+		}
+		st, _, err := m.Step(p.Txn{}, p.Submit{Now: 1, Txn: txn})
+		if err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+		now := int64(1)
+		ops := map[p.Mode][]p.Op{p.ModeSaga: {p.OpAction, p.OpCompensate}, p.ModeTCC: {p.OpConfirm, p.OpCancel}}[mode]
+		for data = data[2:]; len(data) >= 3; data = data[3:] {
+			k, a, b := data[0], int(data[1]), int(data[2])
+			now += int64(b) * int64(10*time.Millisecond)
+			id := ids[a%len(ids)]
+			var ev p.Event
+			switch k % 9 {
+			case 0:
+				ev = p.Result{Now: now, Branch: id, Op: ops[(a>>4)%2], Attempt: b % 4, Outcome: []p.Outcome{p.OutcomeSuccess, p.OutcomeRejected, p.OutcomeUnknown, "garbage"}[(a>>5)%4]}
+			case 1:
+				ev = p.Register{Now: now, Branch: p.Branch{ID: id, ForwardURL: "f", BackwardURL: "b", Payload: []byte{byte(b % 2)}}}
+			case 2:
+				ev = p.Commit{Now: now}
+			case 3:
+				ev = p.Rollback{Now: now}
+			case 4:
+				ev = p.Tick{Now: now}
+			case 5:
+				ev = p.Retry{Now: now}
+			case 6:
+				ev = p.Abort{Now: now}
+			case 7:
+				ev = p.Recover{Now: now}
+			default:
+				ev = p.Submit{Now: now, Txn: txn}
+			}
+			before := snapshot(st)
+			nt, fx, err := m.Step(st, ev)
+			if d := sameTxn(before, st); d != nil {
+				t.Fatalf("input modified: %v", d)
+			}
+			if err != nil {
+				if !errors.Is(err, p.ErrInvalidTransition) && !errors.Is(err, p.ErrConflict) && !errors.Is(err, p.ErrInvalidEvent) {
+					t.Fatalf("%s: error without a sentinel: %v", ev.Kind(), err)
+				}
+				continue
+			}
+			for i, e := range fx {
+				if _, ok := e.(p.Call); ok && (len(fx) == 0 || fx[0] != p.Effect(p.Persist{})) {
+					t.Fatalf("%s: Call at %d without a Persist first", ev.Kind(), i)
+				}
+			}
+			st = nt
+		}
+	})
+}

@@ -1,0 +1,499 @@
+package protocol_test
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	p "github.com/concordtm/concord/internal/protocol"
+)
+
+// A seeded random simulation: random sagas and TCCs driven by a scheduler
+// that answers calls out of order with random outcomes, repeats answers,
+// fires timers, restarts the coordinator (losing calls in flight) and
+// retries stuck transactions. Invariants are checked after every step and
+// at the end. A failure prints the seed; -seed replays it with a transcript.
+
+var (
+	seedFlag = flag.Uint64("seed", 0, "replay one seed of TestRandomRuns (prints its transcript with -v)")
+	runsFlag = flag.Int("runs", 2000, "number of seeds TestRandomRuns tries")
+)
+
+func TestRandomRuns(t *testing.T) {
+	if *seedFlag != 0 {
+		s := newSim(*seedFlag)
+		err := s.run()
+		t.Logf("seed %d transcript:\n%s", *seedFlag, strings.Join(s.log, "\n"))
+		if err != nil {
+			t.Fatalf("seed %d: %v", *seedFlag, err)
+		}
+		return
+	}
+	finals := map[string]int{}
+	for seed := uint64(1); seed <= uint64(*runsFlag); seed++ {
+		s := newSim(seed)
+		if err := s.run(); err != nil {
+			t.Fatalf("seed %d: %v\nreplay with: go test ./internal/protocol -run 'TestRandomRuns$' -seed %d -v", seed, err, seed)
+		}
+		finals[string(s.txn.Mode)+"/"+string(s.txn.Status)]++
+		// No wall clock, no hidden randomness: the same seed gives the
+		// same run, byte for byte.
+		if seed%10 == 0 {
+			again := newSim(seed)
+			_ = again.run()
+			if !slices.Equal(s.log, again.log) {
+				t.Fatalf("seed %d: two runs differ", seed)
+			}
+		}
+	}
+	// Every ending must be reached for the test to mean something.
+	for _, k := range []string{"saga/succeeded", "saga/aborted", "tcc/succeeded", "tcc/aborted"} {
+		if finals[k] == 0 {
+			t.Errorf("no run ended %s (endings: %v)", k, finals)
+		}
+	}
+	t.Logf("endings: %v", finals)
+}
+
+type pendingCall struct {
+	call    p.Call
+	started int64
+}
+
+type sim struct {
+	rng  *rand.Rand
+	m    *p.Machine
+	txn  p.Txn
+	now  int64
+	log  []string
+	step int
+
+	pending   []pendingCall
+	delivered []p.Result
+	armed     []int64
+	calm      bool // late in a run: no more faults, so it must finish
+
+	// What happened, per branch id.
+	calls     map[string]map[p.Op]int // calls issued
+	firstComp map[string]int          // step of the first backward call
+	bwdDone   map[string]int          // step at which the backward op became done
+	deps      map[string][]string     // saga: ids a branch's action waits for
+
+	// TCC initiator.
+	pendingSubmit *p.Submit
+	toRegister    []p.Branch
+	decided       bool
+
+	// visit, when set, sees every state the run passes through.
+	visit func(p.Txn)
+}
+
+func newSim(seed uint64) *sim {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	s := &sim{
+		rng: rng, now: int64(time.Millisecond),
+		calls: map[string]map[p.Op]int{}, firstComp: map[string]int{}, bwdDone: map[string]int{}, deps: map[string][]string{},
+	}
+	o := p.Options{
+		BranchTimeout:    int64(time.Second),
+		MaxAttempts:      1 + rng.IntN(4),
+		MaxTotalAttempts: 3 + rng.IntN(30),
+		RetryInitial:     int64(time.Duration(10+rng.IntN(90)) * time.Millisecond),
+		RetryMax:         int64(time.Second),
+	}
+	if rng.IntN(10) < 7 {
+		o.Timeout = int64(time.Duration(100+rng.IntN(3000)) * time.Millisecond)
+	}
+	n := 1 + rng.IntN(5)
+	gid := "g" + strconv.FormatUint(seed, 10)
+	if rng.IntN(2) == 0 {
+		s.m = machineFor(p.ModeSaga)
+		txn := p.Txn{GID: gid, Mode: p.ModeSaga, Options: o, Concurrent: rng.IntN(3) > 0}
+		for i := range n {
+			b := p.Branch{ID: "b" + strconv.Itoa(i), ForwardURL: "u/a", BackwardURL: "u/c", Payload: []byte{byte(i)}}
+			for j := range i {
+				if rng.IntN(10) < 4 {
+					b.After = append(b.After, "b"+strconv.Itoa(j))
+				}
+			}
+			txn.Branches = append(txn.Branches, b)
+		}
+		// Edges go from lower to higher index; shuffle so that the
+		// machine cannot lean on slice order.
+		if txn.Concurrent {
+			rng.Shuffle(n, func(i, j int) { txn.Branches[i], txn.Branches[j] = txn.Branches[j], txn.Branches[i] })
+		}
+		for i, d := range sagaDeps(txn) {
+			for _, j := range d {
+				s.deps[txn.Branches[i].ID] = append(s.deps[txn.Branches[i].ID], txn.Branches[j].ID)
+			}
+		}
+		s.toRegister = txn.Branches // submitted at once
+		s.log = append(s.log, fmt.Sprintf("saga %s concurrent=%v options=%+v", gid, txn.Concurrent, o))
+		s.txn = p.Txn{}
+		s.pendingSubmit = &p.Submit{Now: s.now, Txn: txn}
+	} else {
+		s.m = machineFor(p.ModeTCC)
+		var ids []string
+		for i := range n {
+			id := strconv.Itoa(i + 1)
+			if len(ids) > 0 && rng.IntN(2) == 0 {
+				parent := ids[rng.IntN(len(ids))]
+				id = parent + "." + strconv.Itoa(i+1)
+			}
+			ids = append(ids, id)
+			s.toRegister = append(s.toRegister, p.Branch{ID: id, ForwardURL: "u/" + id + "/c", BackwardURL: "u/" + id + "/x", Payload: []byte(id)})
+		}
+		s.log = append(s.log, fmt.Sprintf("tcc %s branches=%v options=%+v", gid, ids, o))
+		s.pendingSubmit = &p.Submit{Now: s.now, Txn: p.Txn{GID: gid, Mode: p.ModeTCC, Options: o}}
+	}
+	return s
+}
+
+// run drives the transaction to a final status and checks the end state.
+func (s *sim) run() error {
+	sub := *s.pendingSubmit
+	if err := s.deliver(sub); err != nil {
+		return err
+	}
+	if s.m.Mode == p.ModeSaga {
+		s.toRegister = nil
+	}
+	const wild, bound = 300, 600
+	for s.step = 1; !s.txn.Status.Final(); s.step++ {
+		if s.step > wild {
+			s.calm = true
+		}
+		if s.step > bound {
+			return fmt.Errorf("not final after %d steps: %s", bound, fmtTxn(s.txn))
+		}
+		ev, err := s.next()
+		if err != nil {
+			return err
+		}
+		if err := s.deliver(ev); err != nil {
+			return err
+		}
+	}
+	// A late duplicate after the end is refused and changes nothing.
+	if len(s.delivered) > 0 {
+		r := s.delivered[s.rng.IntN(len(s.delivered))]
+		r.Now = s.now
+		if _, _, err := s.m.Step(s.txn, r); !errors.Is(err, p.ErrInvalidTransition) {
+			return fmt.Errorf("result after the end: got %v, want ErrInvalidTransition", err)
+		}
+	}
+	return s.checkEnd()
+}
+
+// next picks the scheduler's next event.
+func (s *sim) next() (p.Event, error) {
+	r := s.rng.IntN(100)
+	s.now += int64(s.rng.IntN(20)) * int64(time.Millisecond)
+	crash := !s.calm && r < 3
+	switch {
+	case crash:
+		s.pending, s.armed = nil, nil // calls and timers die with the process
+		return p.Recover{Now: s.now}, nil
+	case s.txn.Status == p.StatusStuck && (s.calm || r < 30):
+		return p.Retry{Now: s.now}, nil
+	case !s.calm && r < 5 && s.txn.Status == p.StatusRunning && s.m.Mode == p.ModeSaga:
+		return p.Abort{Now: s.now, Reason: "random"}, nil
+	case !s.calm && r < 7 && len(s.delivered) > 0:
+		d := s.delivered[s.rng.IntN(len(s.delivered))]
+		d.Now = s.now
+		return d, nil
+	case !s.calm && r < 9:
+		return p.Retry{Now: s.now}, nil
+	}
+	if s.m.Mode == p.ModeTCC && !s.decided && (r < 60 || (len(s.pending) == 0 && len(s.armed) == 0)) {
+		return s.initiator(), nil
+	}
+	if len(s.pending) > 0 && (r < 75 || len(s.armed) == 0) {
+		return s.answer(), nil
+	}
+	if len(s.armed) > 0 {
+		slices.Sort(s.armed)
+		if s.armed[0] > s.now {
+			s.now = s.armed[0]
+		}
+		for len(s.armed) > 0 && s.armed[0] <= s.now {
+			s.armed = s.armed[1:]
+		}
+		return p.Tick{Now: s.now}, nil
+	}
+	if s.txn.Status == p.StatusStuck {
+		return p.Retry{Now: s.now}, nil
+	}
+	return nil, fmt.Errorf("stalled: nothing in flight, no timer armed, not stuck:\n%s", fmtTxn(s.txn))
+}
+
+// initiator plays the TCC initiator: register every branch (sometimes
+// twice), then commit or roll back.
+func (s *sim) initiator() p.Event {
+	if len(s.toRegister) > 0 && s.rng.IntN(10) > 0 {
+		b := s.toRegister[0]
+		if s.rng.IntN(5) > 0 {
+			s.toRegister = s.toRegister[1:]
+		}
+		return p.Register{Now: s.now, Branch: b}
+	}
+	s.decided = true
+	if s.rng.IntN(4) == 0 {
+		return p.Rollback{Now: s.now, Reason: "a try failed"}
+	}
+	if s.rng.IntN(20) == 0 {
+		return p.Abort{Now: s.now}
+	}
+	return p.Commit{Now: s.now}
+}
+
+// answer delivers the result of a random call in flight.
+func (s *sim) answer() p.Event {
+	i := s.rng.IntN(len(s.pending))
+	c := s.pending[i]
+	s.pending = slices.Delete(s.pending, i, i+1)
+	out := p.OutcomeSuccess
+	if !s.calm {
+		switch r := s.rng.IntN(100); {
+		case r < 15:
+			out = p.OutcomeRejected
+		case r < 40:
+			out = p.OutcomeUnknown
+		}
+	}
+	res := p.Result{Now: s.now, Branch: c.call.Branch, Op: c.call.Op, Attempt: c.call.Attempt, Started: c.started, Outcome: out, Error: string(out)}
+	s.delivered = append(s.delivered, res)
+	return res
+}
+
+// deliver steps the machine and checks every per-step invariant.
+func (s *sim) deliver(ev p.Event) error {
+	before := snapshot(s.txn)
+	tr := s.m.Find(s.txn.Status, ev.Kind())
+	stale := false
+	if r, ok := ev.(p.Result); ok {
+		if i := s.txn.Branch(r.Branch); i >= 0 {
+			b := s.txn.Branches[i]
+			op := b.Bwd
+			if r.Op == b.ForwardOp {
+				op = b.Fwd
+			}
+			stale = op.Status != p.OpInflight || op.Attempts != r.Attempt
+		}
+	}
+	nt, fx, err := s.m.Step(s.txn, ev)
+	s.log = append(s.log, fmt.Sprintf("%d @%s %s %+v", s.step, fmtTime(s.now), ev.Kind(), ev))
+	if d := sameTxn(before, s.txn); d != nil {
+		return fmt.Errorf("Step mutated its input: %v", d)
+	}
+	if err != nil {
+		s.log = append(s.log, "  error: "+err.Error())
+		switch {
+		case tr == nil && errors.Is(err, p.ErrInvalidTransition):
+			return nil // not allowed in this status: refused, as it should be
+		case tr != nil && errors.Is(err, p.ErrConflict) && ev.Kind() == p.EvRegister:
+			return nil
+		}
+		return fmt.Errorf("unexpected error for %s in %q: %v", ev.Kind(), s.txn.Status, err)
+	}
+	if tr == nil {
+		return fmt.Errorf("%s in %q accepted but the table has no row", ev.Kind(), s.txn.Status)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(fmtTxn(nt)+"\n"+fmtEffects(fx)), "\n") {
+		s.log = append(s.log, "  "+l)
+	}
+	if !slices.Contains(tr.To, nt.Status) {
+		return fmt.Errorf("status %q not in %v", nt.Status, tr.To)
+	}
+	if err := s.checkEffects(nt, fx); err != nil {
+		return err
+	}
+	if stale {
+		a, b := snapshot(s.txn), snapshot(nt)
+		for i := range a.Branches {
+			a.Branches[i].History, b.Branches[i].History = nil, nil
+		}
+		a.UpdatedAt, b.UpdatedAt = 0, 0
+		if d := sameTxn(a, b); d != nil {
+			return fmt.Errorf("a stale result changed more than the history: %v", d)
+		}
+	}
+	if err := s.checkState(nt); err != nil {
+		return err
+	}
+	s.txn = nt
+	if s.visit != nil {
+		s.visit(nt)
+	}
+	return nil
+}
+
+func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
+	persisted := len(fx) > 0 && fx[0] == p.Effect(p.Persist{})
+	if !persisted && sameTxn(s.txn, nt) != nil {
+		return fmt.Errorf("state changed without a Persist: %v", sameTxn(s.txn, nt))
+	}
+	for i, e := range fx {
+		switch e := e.(type) {
+		case p.Persist:
+			if i != 0 {
+				return fmt.Errorf("Persist at position %d", i)
+			}
+		case p.Report, p.Alert:
+			if !persisted {
+				return fmt.Errorf("%s without a Persist first", fmtEffect(e))
+			}
+		case p.Arm:
+			if e.At <= 0 {
+				return fmt.Errorf("armed for %d", e.At)
+			}
+			s.armed = append(s.armed, e.At)
+		case p.Call:
+			if !persisted {
+				return fmt.Errorf("%s without a Persist first", fmtEffect(e))
+			}
+			if err := s.checkCall(nt, e); err != nil {
+				return fmt.Errorf("%s: %v", fmtEffect(e), err)
+			}
+			s.pending = append(s.pending, pendingCall{call: e, started: s.now})
+		}
+	}
+	return nil
+}
+
+func (s *sim) checkCall(nt p.Txn, c p.Call) error {
+	i := nt.Branch(c.Branch)
+	if i < 0 {
+		return fmt.Errorf("unknown branch")
+	}
+	b := nt.Branches[i]
+	op := b.Bwd
+	if c.Op == b.ForwardOp {
+		op = b.Fwd
+	}
+	if op.Status != p.OpInflight || op.Attempts != c.Attempt {
+		return fmt.Errorf("call does not match its operation %s", fmtOp(op))
+	}
+	if s.calls[c.Branch] == nil {
+		s.calls[c.Branch] = map[p.Op]int{}
+	}
+	s.calls[c.Branch][c.Op]++
+	switch c.Op {
+	case p.OpAction:
+		if nt.Status != p.StatusRunning {
+			return fmt.Errorf("action called in status %q", nt.Status)
+		}
+		for _, d := range s.deps[c.Branch] {
+			if nt.Branches[nt.Branch(d)].Fwd.Status != p.OpDone {
+				return fmt.Errorf("action before the action of %s succeeded", d)
+			}
+		}
+	case p.OpCompensate:
+		if b.Fwd.Status == p.OpInflight {
+			return fmt.Errorf("compensation while the action is in flight")
+		}
+		for id, ds := range s.deps {
+			if slices.Contains(ds, c.Branch) {
+				if st := nt.Branches[nt.Branch(id)].Bwd.Status; st != p.OpDone && st != p.OpSkipped {
+					return fmt.Errorf("compensation before dependent %s is undone (%s)", id, st)
+				}
+			}
+		}
+		if _, ok := s.firstComp[c.Branch]; !ok {
+			s.firstComp[c.Branch] = s.step
+		}
+	case p.OpConfirm:
+		if nt.Status != p.StatusConfirming {
+			return fmt.Errorf("confirm in status %q", nt.Status)
+		}
+	case p.OpCancel:
+		if nt.Status != p.StatusCancelling {
+			return fmt.Errorf("cancel in status %q", nt.Status)
+		}
+	}
+	return nil
+}
+
+// checkState checks what must hold in every state.
+func (s *sim) checkState(nt p.Txn) error {
+	for _, b := range nt.Branches {
+		if b.Bwd.Status == p.OpDone {
+			if _, ok := s.bwdDone[b.ID]; !ok {
+				s.bwdDone[b.ID] = s.step
+			}
+		}
+		switch nt.Status {
+		case p.StatusRunning:
+			if b.Bwd.Status != p.OpIdle {
+				return fmt.Errorf("branch %s: backward op %s while running", b.ID, fmtOp(b.Bwd))
+			}
+		case p.StatusSucceeded:
+			if b.Fwd.Status != p.OpDone {
+				return fmt.Errorf("succeeded but branch %s forward is %s", b.ID, fmtOp(b.Fwd))
+			}
+		}
+		if nt.Mode == p.ModeTCC && b.Fwd.Status != p.OpIdle && b.Bwd.Status != p.OpIdle {
+			return fmt.Errorf("branch %s both confirmed and cancelled", b.ID)
+		}
+	}
+	if nt.Status == p.StatusStuck && nt.StuckPhase == "" {
+		return fmt.Errorf("stuck without a phase")
+	}
+	return nil
+}
+
+// checkEnd checks the final state against everything that was called.
+func (s *sim) checkEnd() error {
+	t := s.txn
+	for _, b := range t.Branches {
+		c := s.calls[b.ID]
+		switch {
+		case t.Mode == p.ModeSaga && t.Status == p.StatusSucceeded:
+			if b.Fwd.Status != p.OpDone || c[p.OpCompensate] > 0 {
+				return fmt.Errorf("succeeded saga: branch %s action %s, %d compensations", b.ID, fmtOp(b.Fwd), c[p.OpCompensate])
+			}
+		case t.Mode == p.ModeSaga:
+			ran := c[p.OpAction] > 0 && b.Fwd.Status != p.OpRejected
+			if ran != (b.Bwd.Status == p.OpDone) || ran != (c[p.OpCompensate] > 0) {
+				return fmt.Errorf("aborted saga: branch %s action %s (%d calls), compensation %s (%d calls)", b.ID, fmtOp(b.Fwd), c[p.OpAction], fmtOp(b.Bwd), c[p.OpCompensate])
+			}
+			if !ran && b.Bwd.Status != p.OpSkipped {
+				return fmt.Errorf("aborted saga: branch %s never ran but compensation is %s", b.ID, fmtOp(b.Bwd))
+			}
+			for id, ds := range s.deps {
+				if slices.Contains(ds, b.ID) && ran {
+					if done, ok := s.bwdDone[id]; ok && done > s.firstComp[b.ID] {
+						return fmt.Errorf("branch %s compensated (step %d) before dependent %s was (step %d)", b.ID, s.firstComp[b.ID], id, done)
+					}
+				}
+			}
+		case t.Status == p.StatusSucceeded:
+			if b.Fwd.Status != p.OpDone || c[p.OpCancel] > 0 {
+				return fmt.Errorf("succeeded tcc: branch %s confirm %s, %d cancels", b.ID, fmtOp(b.Fwd), c[p.OpCancel])
+			}
+		default:
+			if b.Bwd.Status != p.OpDone || c[p.OpConfirm] > 0 {
+				return fmt.Errorf("aborted tcc: branch %s cancel %s, %d confirms", b.ID, fmtOp(b.Bwd), c[p.OpConfirm])
+			}
+		}
+	}
+	if t.Mode == p.ModeTCC {
+		// Every branch the initiator registered before the decision is
+		// in the transaction exactly once.
+		seen := map[string]bool{}
+		for _, b := range t.Branches {
+			if seen[b.ID] {
+				return fmt.Errorf("branch %s registered twice", b.ID)
+			}
+			seen[b.ID] = true
+		}
+	}
+	return nil
+}
