@@ -75,8 +75,8 @@ type entry struct {
 	durable    protocol.Txn
 	durableSeq uint64
 	machine    *protocol.Machine
-	changed chan struct{} // closed and replaced on every Report
-	broken  bool          // a write failed; the entry is being reloaded
+	changed    chan struct{} // closed and replaced on every Report
+	broken     bool          // a write failed; the entry is being reloaded
 }
 
 func newEntry(t protocol.Txn, m *protocol.Machine) *entry {
