@@ -1,0 +1,103 @@
+package bench
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Workload modes.
+const (
+	// ModeSaga: each transaction is a saga of two no-op branches, submitted
+	// with SubmitAndWait (one API call that returns the final outcome).
+	ModeSaga = "saga"
+	// ModeTCC: each transaction is RunTCC with two branches: begin,
+	// register and try each branch, commit and wait.
+	ModeTCC = "tcc"
+)
+
+// ErrConfig wraps every problem Validate finds.
+var ErrConfig = errors.New("bench: invalid configuration")
+
+// Config is one benchmark run. Zero fields take the defaults of Default
+// through RegisterFlags; Run itself requires a valid Config.
+type Config struct {
+	Mode        string        // ModeSaga or ModeTCC
+	Concurrency int           // workers, each running one transaction at a time
+	Duration    time.Duration // measured period
+	Warmup      time.Duration // period before it whose transactions are not counted
+	// Addr is the URL of a running coordinator. Empty: Run starts one as a
+	// child process and stops it at the end.
+	Addr string
+	// Binary is the concord executable started for the child coordinator;
+	// empty means this process's own executable.
+	Binary string
+}
+
+// Default returns the configuration `concord bench` runs without flags.
+func Default() Config {
+	return Config{Mode: ModeSaga, Concurrency: 10, Duration: 10 * time.Second, Warmup: 2 * time.Second}
+}
+
+// RegisterFlags defines the -mode, -concurrency, -duration, -warmup and
+// -addr flags on fs, with c's current values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait) or tcc (2-branch TCC, commit and wait)")
+	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "workers, each running one transaction at a time")
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured period")
+	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "`url` of a running coordinator; empty starts 'concord serve' as a child process on a temporary data directory")
+}
+
+// Validate reports every problem at once, each wrapping ErrConfig. An Addr
+// without a scheme is taken as http://.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Mode != ModeSaga && c.Mode != ModeTCC {
+		errs = append(errs, fmt.Errorf("mode %q: want %s or %s", c.Mode, ModeSaga, ModeTCC))
+	}
+	if c.Concurrency <= 0 {
+		errs = append(errs, fmt.Errorf("concurrency %d: must be positive", c.Concurrency))
+	}
+	if c.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("duration %v: must be positive", c.Duration))
+	}
+	if c.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("warmup %v: must not be negative", c.Warmup))
+	}
+	if c.Addr != "" {
+		if _, err := coordinatorURL(c.Addr); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+}
+
+// coordinatorURL checks addr and returns it as a base URL without a
+// trailing slash.
+func coordinatorURL(addr string) (string, error) {
+	raw := addr
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("addr %q: %v", addr, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("addr %q: scheme must be http or https", addr)
+	}
+	if u.Hostname() == "" {
+		return "", fmt.Errorf("addr %q: no host", addr)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("addr %q: want scheme://host[:port][/path] only", addr)
+	}
+	return strings.TrimSuffix(u.String(), "/"), nil
+}

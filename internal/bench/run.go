@@ -1,0 +1,189 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/concordtm/concord/client"
+)
+
+// probeTimeout bounds the first API call, which checks that the
+// coordinator answers before the workers start.
+const probeTimeout = 10 * time.Second
+
+// Result is what one run measured. Only transactions that ended inside the
+// measured period count; those cut off by its end are dropped, not counted
+// as errors.
+type Result struct {
+	Mode        string  `json:"mode"`
+	Concurrency int     `json:"concurrency"`
+	DurationS   float64 `json:"duration_s"` // measured period
+	WarmupS     float64 `json:"warmup_s"`
+	Coordinator string  `json:"coordinator"` // its URL
+
+	Count  int     `json:"count"`  // transactions that succeeded
+	Errors int     `json:"errors"` // calls that failed, or transactions that ended other than succeeded
+	TPS    float64 `json:"tps"`    // Count per second of the measured period
+
+	// Latency of the succeeded transactions, from the first API call to
+	// the final outcome, in milliseconds.
+	P50Ms float64 `json:"p50_ms"`
+	P90Ms float64 `json:"p90_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	MaxMs float64 `json:"max_ms"`
+
+	// Of a child coordinator only (zero with Config.Addr): its peak
+	// resident memory over the whole run (VmHWM, MiB) and its CPU time
+	// (user + system) during the measured period per succeeded
+	// transaction, in milliseconds.
+	RSSMB      float64 `json:"rss_mb,omitempty"`
+	CPUMsPerTx float64 `json:"cpu_ms_per_tx,omitempty"`
+
+	FirstError string `json:"first_error,omitempty"`
+}
+
+// Run measures the coordinator as cfg says. It returns once the measured
+// period is over, having stopped everything it started, or early with
+// context.Cause(ctx) when ctx ends or with an error when the child
+// coordinator dies. Failed transactions are counted in Result.Errors, not
+// returned as an error.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	p, err := startParticipants()
+	if err != nil {
+		return Result{}, fmt.Errorf("participants: %w", err)
+	}
+	defer p.close()
+
+	var coord *child
+	base, _ := coordinatorURL(cfg.Addr)
+	if cfg.Addr == "" {
+		bin := cfg.Binary
+		if bin == "" {
+			if bin, err = os.Executable(); err != nil {
+				return Result{}, fmt.Errorf("locate the concord binary: %w", err)
+			}
+		}
+		if coord, err = startChild(ctx, bin); err != nil {
+			return Result{}, err
+		}
+		defer coord.stop()
+		base = coord.url
+		go func() {
+			select {
+			case <-coord.exited:
+				cancel(fmt.Errorf("coordinator exited during the run (%v); its stderr:\n%s", coord.cmd.ProcessState, coord.stderr))
+			case <-ctx.Done():
+			}
+		}()
+	}
+
+	c := client.New(base)
+	probe, stopProbe := context.WithTimeout(ctx, probeTimeout)
+	_, err = c.NewGID(probe)
+	stopProbe()
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			return Result{}, cause
+		}
+		return Result{}, fmt.Errorf("coordinator at %s does not answer: %w", base, err)
+	}
+
+	txn := newTxnFunc(cfg.Mode, c, p)
+	from := time.Now().Add(cfg.Warmup)
+	end := from.Add(cfg.Duration)
+	runCtx, stopRun := context.WithDeadline(ctx, end)
+	defer stopRun()
+
+	var wg sync.WaitGroup
+	var before procUsage
+	var beforeOK bool
+	if coord != nil {
+		wg.Go(func() {
+			t := time.NewTimer(time.Until(from))
+			defer t.Stop()
+			select {
+			case <-t.C:
+				u, err := readUsage(coord.pid())
+				before, beforeOK = u, err == nil
+			case <-runCtx.Done():
+			}
+		})
+	}
+	workers := make([]worker, cfg.Concurrency)
+	for i := range workers {
+		wg.Go(func() { workers[i].run(runCtx, txn, from, end) })
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return Result{}, err
+	}
+
+	res := Result{
+		Mode: cfg.Mode, Concurrency: cfg.Concurrency, Coordinator: base,
+		DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
+	}
+	var all []time.Duration
+	for i := range workers {
+		w := &workers[i]
+		all = append(all, w.latencies...)
+		res.Errors += w.errors
+		if w.firstErr != nil && res.FirstError == "" {
+			res.FirstError = w.firstErr.Error()
+		}
+	}
+	res.Count = len(all)
+	res.TPS = math.Round(float64(res.Count)/cfg.Duration.Seconds()*10) / 10
+	l := summarise(all)
+	res.P50Ms, res.P90Ms, res.P99Ms, res.MaxMs = ms(l.p50), ms(l.p90), ms(l.p99), ms(l.max)
+
+	if coord != nil {
+		// Read before the deferred stop kills it. A failed read (no /proc)
+		// leaves the figures zero, which the report shows as unmeasured.
+		if after, err := readUsage(coord.pid()); err == nil {
+			res.RSSMB = math.Round(float64(after.Peak)/(1<<20)*10) / 10
+			if res.Count > 0 && beforeOK {
+				res.CPUMsPerTx = math.Round(float64(after.CPU-before.CPU)/float64(time.Millisecond)/float64(res.Count)*1000) / 1000
+			}
+		}
+	}
+	return res, nil
+}
+
+// worker runs transactions one after another and records those that end
+// inside the measured period [from, end).
+type worker struct {
+	latencies []time.Duration
+	errors    int
+	firstErr  error
+}
+
+func (w *worker) run(ctx context.Context, txn txnFunc, from, end time.Time) {
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := txn(ctx)
+		done := time.Now()
+		switch {
+		case ctx.Err() != nil, !done.Before(end):
+			return // cut off by the end of the run: not counted
+		case done.Before(from):
+			// warm-up
+		case err != nil:
+			w.errors++
+			if w.firstErr == nil {
+				w.firstErr = err
+			}
+		default:
+			w.latencies = append(w.latencies, done.Sub(start))
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/concordtm/concord/client"
+)
+
+// payload is what every branch carries: small, like a typical business
+// request.
+var payload = []byte(`{"order":"o-1","amount":30}`)
+
+// txnFunc runs one transaction to its final outcome and returns nil only
+// if it succeeded.
+type txnFunc func(ctx context.Context) error
+
+// newTxnFunc returns the transaction of mode, run through c against the
+// no-op participants at p.
+func newTxnFunc(mode string, c *client.Client, p *participants) txnFunc {
+	if mode == ModeTCC {
+		return tccTxn(c, p)
+	}
+	return sagaTxn(c, p)
+}
+
+// sagaTxn submits a saga of two branches and waits for its outcome: one
+// API call; the coordinator calls both actions.
+func sagaTxn(c *client.Client, p *participants) txnFunc {
+	action, compensate := p.url(opAction), p.url(opCompensate)
+	return func(ctx context.Context) error {
+		tx, err := c.NewSaga("").
+			Add(action, compensate, payload).
+			Add(action, compensate, payload).
+			SubmitAndWait(ctx)
+		if err != nil {
+			return err
+		}
+		return succeeded("saga", tx)
+	}
+}
+
+// tccTxn runs a TCC transaction with two branches: begin, then register
+// and try each branch, then commit and wait (four API calls and two tries
+// from here; the coordinator calls both confirms).
+func tccTxn(c *client.Client, p *participants) txnFunc {
+	try, confirm, cancel := p.url(opTry), p.url(opConfirm), p.url(opCancel)
+	return func(ctx context.Context) error {
+		tx, err := c.RunTCC(ctx, "", client.Options{}, func(ctx context.Context, t *client.TCC) error {
+			if _, err := t.CallBranch(ctx, "1", payload, try, confirm, cancel); err != nil {
+				return err
+			}
+			_, err := t.CallBranch(ctx, "2", payload, try, confirm, cancel)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return succeeded("tcc", tx)
+	}
+}
+
+func succeeded(mode string, tx *client.Transaction) error {
+	if tx.GetStatus() != client.StatusSucceeded {
+		return fmt.Errorf("%s %s ended %s", mode, tx.GetGid(), tx.GetStatus())
+	}
+	return nil
+}

@@ -1,0 +1,38 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/concordtm/concord/internal/demo"
+)
+
+// Demo runs `concord demo`: the shop example, end to end, in one process on
+// the embedded store.
+func Demo(args []string, env Env) error {
+	fs := newFlags("demo", env)
+	mode := fs.String("mode", demo.ModeBoth, "protocol to show: saga, tcc or both")
+	dataDir := fs.String("data-dir", "", "keep the coordinator's store and the shop's databases here (default: a temporary directory, removed afterwards)")
+	verbose := fs.Bool("v", false, "print the coordinator's log on stderr")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("demo: unexpected argument %q", fs.Arg(0))
+	}
+	switch *mode {
+	case demo.ModeSaga, demo.ModeTCC, demo.ModeBoth:
+	default:
+		return usageError("demo: -mode %q: want saga, tcc or both", *mode)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	o := demo.Options{Mode: *mode, DataDir: *dataDir, Out: env.Stdout}
+	if *verbose {
+		o.Log = slog.New(slog.NewTextHandler(env.Stderr, nil))
+	}
+	_, err := demo.Run(ctx, o)
+	return err
+}

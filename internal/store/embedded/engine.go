@@ -1,0 +1,29 @@
+package embedded
+
+// engine is the ordered key-value store under Store: bbolt or Pebble. Keys
+// and values passed to fn callbacks are valid only until the callback
+// returns.
+type engine interface {
+	// view runs fn against a consistent snapshot.
+	view(fn func(r reader) error) error
+	// update runs fn, then writes everything fn wrote as one atomic write
+	// and fsyncs it before returning. If fn fails nothing is written.
+	// Updates run one at a time; fn's reads see the state left by the
+	// previous update.
+	update(fn func(r reader, w writer) error) error
+	close() error
+}
+
+type reader interface {
+	// get returns the value of key, or nil when it is absent.
+	get(key []byte) ([]byte, error)
+	// scan calls fn for every key in [lo, hi), in descending order when
+	// reverse is set, until fn returns false. A nil hi means no upper
+	// bound.
+	scan(lo, hi []byte, reverse bool, fn func(k, v []byte) (bool, error)) error
+}
+
+type writer interface {
+	set(key, value []byte) error
+	del(key []byte) error
+}

@@ -1,0 +1,119 @@
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// pebbleDir is the name of the Pebble directory inside the directory.
+const pebbleDir = "pebble"
+
+// pebbleEngine keeps the key space in a Pebble LSM. Every update is one
+// batch applied with pebble.Sync: appended to the WAL and fsynced before it
+// returns.
+type pebbleEngine struct {
+	db *pebble.DB
+	mu sync.Mutex // serialises update, so its reads see the last update
+}
+
+func openPebble(dir string) (*pebbleEngine, error) {
+	db, err := pebble.Open(filepath.Join(dir, pebbleDir), &pebble.Options{
+		Logger:             quietLogger{},
+		FormatMajorVersion: pebble.FormatNewest,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: open pebble: %w", err)
+	}
+	return &pebbleEngine{db: db}, nil
+}
+
+func (e *pebbleEngine) view(fn func(r reader) error) error {
+	snap := e.db.NewSnapshot()
+	err := fn(pebbleReader{snap})
+	return errors.Join(err, snap.Close())
+}
+
+func (e *pebbleEngine) update(fn func(r reader, w writer) error) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := fn(pebbleReader{e.db}, pebbleWriter{b}); err != nil {
+		return err
+	}
+	if b.Empty() {
+		return nil
+	}
+	return b.Commit(pebble.Sync)
+}
+
+func (e *pebbleEngine) close() error { return e.db.Close() }
+
+// pebbleReader reads from a pebble.DB or a pebble.Snapshot.
+type pebbleReader struct {
+	src pebble.Reader
+}
+
+func (r pebbleReader) get(key []byte) ([]byte, error) {
+	v, closer, err := r.src.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v = append([]byte{}, v...)
+	return v, closer.Close()
+}
+
+func (r pebbleReader) scan(lo, hi []byte, reverse bool, fn func(k, v []byte) (bool, error)) (err error) {
+	it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	var ok bool
+	if reverse {
+		ok = it.Last()
+	} else {
+		ok = it.First()
+	}
+	for ; ok; ok = pebbleStep(it, reverse) {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		more, err := fn(it.Key(), v)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+func pebbleStep(it *pebble.Iterator, reverse bool) bool {
+	if reverse {
+		return it.Prev()
+	}
+	return it.Next()
+}
+
+type pebbleWriter struct {
+	b *pebble.Batch
+}
+
+func (w pebbleWriter) set(key, value []byte) error { return w.b.Set(key, value, nil) }
+func (w pebbleWriter) del(key []byte) error        { return w.b.Delete(key, nil) }
+
+// quietLogger drops Pebble's informational messages; fatal ones still stop
+// the process, as Pebble expects.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}

@@ -1,0 +1,405 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/concordtm/concord/internal/store"
+)
+
+// Engine names for Options.Engine.
+const (
+	EngineBolt   = "bbolt"
+	EnginePebble = "pebble"
+	// DefaultEngine is used when Options.Engine is empty; docs/storage.md
+	// has the measurements it was chosen by.
+	DefaultEngine = EnginePebble
+)
+
+// defaultLimit is what List returns at most when ListOptions.Limit <= 0.
+const defaultLimit = 100
+
+// unfinishedPage is how many records Unfinished reads per snapshot; fn is
+// called between snapshots, with nothing held, so it may call Commit.
+const unfinishedPage = 256
+
+// Options configures Open.
+type Options struct {
+	// Engine is EngineBolt or EnginePebble; empty means DefaultEngine. A
+	// directory keeps the engine it was created with: opening it with the
+	// other one fails instead of starting an empty store.
+	Engine string
+}
+
+// Validate reports whether o names a known engine.
+func (o Options) Validate() error {
+	switch o.Engine {
+	case "", EngineBolt, EnginePebble:
+		return nil
+	}
+	return fmt.Errorf("embedded: unknown engine %q (want %q or %q)", o.Engine, EngineBolt, EnginePebble)
+}
+
+// Store is the embedded store.Store and store.Deleter. It is safe for
+// concurrent use.
+type Store struct {
+	eng    engine
+	name   string       // engine name
+	mu     sync.RWMutex // read-held for every engine call; Close takes it to write
+	closed bool         // guarded by mu
+}
+
+var (
+	_ store.Store   = (*Store)(nil)
+	_ store.Deleter = (*Store)(nil)
+)
+
+// Open opens or creates the store in dir, creating dir if needed.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	name := opts.Engine
+	if name == "" {
+		name = DefaultEngine
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	other, otherName := pebbleDir, EnginePebble
+	if name == EnginePebble {
+		other, otherName = boltFile, EngineBolt
+	}
+	if _, err := os.Stat(filepath.Join(dir, other)); err == nil {
+		return nil, fmt.Errorf("embedded: %s holds a %s store; open it with Engine %q", dir, otherName, otherName)
+	}
+	var eng engine
+	var err error
+	if name == EnginePebble {
+		eng, err = openPebble(dir)
+	} else {
+		eng, err = openBolt(dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkVersion(eng); err != nil {
+		return nil, errors.Join(err, eng.close())
+	}
+	return &Store{eng: eng, name: name}, nil
+}
+
+// checkVersion stamps a new store with schemaVersion and refuses a store
+// written with another one.
+func checkVersion(eng engine) error {
+	return eng.update(func(r reader, w writer) error {
+		v, err := r.get(versionKey)
+		switch {
+		case err != nil:
+			return err
+		case v == nil:
+			return w.set(versionKey, []byte{schemaVersion})
+		case len(v) != 1 || v[0] != schemaVersion:
+			return fmt.Errorf("embedded: schema version %x, want %d: %w", v, schemaVersion, store.ErrCorrupt)
+		}
+		return nil
+	})
+}
+
+// Engine returns the name of the engine the store runs on.
+func (s *Store) Engine() string { return s.name }
+
+// read runs fn against a snapshot unless the store is closed.
+func (s *Store) read(fn func(r reader) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	return s.eng.view(fn)
+}
+
+// write runs fn in one durable update unless the store is closed.
+func (s *Store) write(fn func(r reader, w writer) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	return s.eng.update(fn)
+}
+
+// Commit writes the batch and its index entries in one engine write, fsynced
+// before it returns.
+func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	type prepared struct {
+		key, value []byte
+		index      []keyValue
+	}
+	batch = lastPerGID(batch)
+	prep := make([]prepared, len(batch))
+	for i, r := range batch {
+		prep[i] = prepared{recordKey(r.GID), encodeRecord(r), indexKeys(r)}
+	}
+	err := s.write(func(r reader, w writer) error {
+		for i, p := range prep {
+			if err := unindex(r, w, batch[i].GID, p.index); err != nil {
+				return err
+			}
+			if err := w.set(p.key, p.value); err != nil {
+				return err
+			}
+			for _, kv := range p.index {
+				if err := w.set(kv.key, kv.value); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("embedded: commit: %w", err)
+	}
+	return nil
+}
+
+// lastPerGID returns batch with only the last record of each gid. The
+// contract forbids duplicates; this keeps the indexes right regardless.
+func lastPerGID(batch []store.Record) []store.Record {
+	if len(batch) < 2 {
+		return batch
+	}
+	seen := make(map[string]int, len(batch))
+	for i, r := range batch {
+		seen[r.GID] = i
+	}
+	if len(seen) == len(batch) {
+		return batch
+	}
+	out := make([]store.Record, 0, len(seen))
+	for i, r := range batch {
+		if seen[r.GID] == i {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// unindex deletes the index entries of the stored record for gid, if any,
+// except those in keep.
+func unindex(r reader, w writer, gid string, keep []keyValue) error {
+	old, err := r.get(recordKey(gid))
+	if err != nil || old == nil {
+		return err
+	}
+	rec, err := decodeRecord(gid, old, false)
+	if err != nil {
+		return err
+	}
+	for _, kv := range indexKeys(rec) {
+		if !hasKey(keep, kv.key) {
+			if err := w.del(kv.key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func hasKey(kvs []keyValue, key []byte) bool {
+	for _, kv := range kvs {
+		if bytes.Equal(kv.key, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns the record for gid.
+func (s *Store) Get(ctx context.Context, gid string) (store.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Record{}, err
+	}
+	var rec store.Record
+	err := s.read(func(r reader) error {
+		v, err := r.get(recordKey(gid))
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			return store.ErrNotFound
+		}
+		rec, err = decodeRecord(gid, v, true)
+		return err
+	})
+	if err != nil {
+		return store.Record{}, fmt.Errorf("embedded: get %q: %w", gid, err)
+	}
+	return rec, nil
+}
+
+// List walks one index backwards from the cursor: the Status index when
+// opts.Status is set, else the Mode index when opts.Mode is set, else the
+// CreatedAt index. The other filters are checked against the index entry,
+// so only matching records are read.
+func (s *Store) List(ctx context.Context, opts store.ListOptions) ([]store.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	prefix := listPrefix(opts.Status, opts.Mode)
+	hi := successor(prefix)
+	if opts.Before != 0 {
+		hi = append(appendTS(bytes.Clone(prefix), opts.Before), opts.BeforeGID...)
+	}
+	var out []store.Record
+	err := s.read(func(r reader) error {
+		return r.scan(prefix, hi, true, func(k, v []byte) (bool, error) {
+			_, gid, err := decodeListKey(k, len(prefix))
+			if err != nil {
+				return false, err
+			}
+			if !strings.HasPrefix(gid, opts.GIDPrefix) {
+				return true, nil
+			}
+			status, mode, err := decodeMeta(v)
+			if err != nil {
+				return false, err
+			}
+			if opts.Status != "" && status != opts.Status || opts.Mode != "" && mode != opts.Mode {
+				return true, nil
+			}
+			rec, err := readRecord(r, gid)
+			if err != nil {
+				return false, err
+			}
+			out = append(out, rec)
+			return len(out) < limit, nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: list: %w", err)
+	}
+	return out, nil
+}
+
+// readRecord reads a record an index entry points at.
+func readRecord(r reader, gid string) (store.Record, error) {
+	v, err := r.get(recordKey(gid))
+	if err != nil {
+		return store.Record{}, err
+	}
+	if v == nil {
+		return store.Record{}, fmt.Errorf("%w: index entry for missing record %q", store.ErrCorrupt, gid)
+	}
+	return decodeRecord(gid, v, true)
+}
+
+// Unfinished reads the unfinished set a page at a time, each page from its
+// own snapshot, and calls fn between pages with nothing held.
+func (s *Store) Unfinished(ctx context.Context, fn func(store.Record) error) error {
+	lo := []byte{kindLive}
+	hi := successor(lo)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		page := make([]store.Record, 0, unfinishedPage)
+		err := s.read(func(r reader) error {
+			return r.scan(lo, hi, false, func(k, _ []byte) (bool, error) {
+				rec, err := readRecord(r, string(k[1:]))
+				if err != nil {
+					return false, err
+				}
+				page = append(page, rec)
+				lo = append(bytes.Clone(k), 0)
+				return len(page) < unfinishedPage, nil
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("embedded: unfinished: %w", err)
+		}
+		for _, rec := range page {
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		if len(page) < unfinishedPage {
+			return nil
+		}
+	}
+}
+
+// DeleteFinished deletes up to limit finished records last updated before
+// updatedBefore, oldest update first, in one durable write. A limit <= 0
+// deletes nothing.
+func (s *Store) DeleteFinished(ctx context.Context, updatedBefore int64, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	deleted := 0
+	err := s.write(func(r reader, w writer) error {
+		if limit <= 0 {
+			return nil
+		}
+		lo := []byte{kindFinished}
+		hi := appendTS([]byte{kindFinished}, updatedBefore)
+		var keys [][]byte
+		err := r.scan(lo, hi, false, func(k, _ []byte) (bool, error) {
+			keys = append(keys, bytes.Clone(k))
+			return len(keys) < limit, nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			_, gid, err := decodeListKey(k, 1)
+			if err != nil {
+				return err
+			}
+			if err := unindex(r, w, gid, nil); err != nil {
+				return err
+			}
+			// Deleted explicitly too, in case its record is gone.
+			if err := w.del(k); err != nil {
+				return err
+			}
+			if err := w.del(recordKey(gid)); err != nil {
+				return err
+			}
+		}
+		deleted = len(keys)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("embedded: delete finished: %w", err)
+	}
+	return deleted, nil
+}
+
+// Close closes the engine after in-flight calls return. Later calls fail
+// with store.ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	s.closed = true
+	if err := s.eng.close(); err != nil {
+		return fmt.Errorf("embedded: close: %w", err)
+	}
+	return nil
+}
