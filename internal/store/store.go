@@ -75,7 +75,8 @@ type Store interface {
 	Get(ctx context.Context, gid string) (Record, error)
 
 	// List returns records matching opts, newest CreatedAt first (ties by
-	// GID descending).
+	// GID descending). One List call sees each Commit either entirely or
+	// not at all.
 	List(ctx context.Context, opts ListOptions) ([]Record, error)
 
 	// Unfinished calls fn for every record with Finished == false, in no
@@ -91,6 +92,7 @@ type Store interface {
 // records (retention) implement it.
 type Deleter interface {
 	// DeleteFinished deletes up to limit finished records last updated
-	// before the given time (unix ns) and reports how many it deleted.
+	// before the given time (unix ns) and reports how many it deleted. A
+	// limit <= 0 deletes nothing.
 	DeleteFinished(ctx context.Context, updatedBefore int64, limit int) (int, error)
 }
