@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -270,5 +271,40 @@ func TestReadyLine(t *testing.T) {
 		}
 	default:
 		t.Error("no ready line found")
+	}
+}
+
+func TestParticipants(t *testing.T) {
+	p, err := startParticipants()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	post := func(url string) int {
+		resp, err := http.Post(url, "application/json", strings.NewReader(`{"x":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for op := range numOps {
+		if code := post(p.url(op)); code != http.StatusOK {
+			t.Errorf("POST %s: %d, want 200", p.url(op), code)
+		}
+		if n := p.count(op); n != 1 {
+			t.Errorf("%s answered %d times, want 1", opPaths[op], n)
+		}
+	}
+	if code := post(p.base + "/other"); code != http.StatusNotFound {
+		t.Errorf("POST /other: %d, want 404", code)
+	}
+	resp, err := http.Get(p.url(opAction))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || p.count(opAction) != 1 {
+		t.Errorf("GET /action: %d, count %d; want 404 and no call counted", resp.StatusCode, p.count(opAction))
 	}
 }

@@ -22,8 +22,7 @@ const (
 // ErrConfig wraps every problem Validate finds.
 var ErrConfig = errors.New("bench: invalid configuration")
 
-// Config is one benchmark run. Zero fields take the defaults of Default
-// through RegisterFlags; Run itself requires a valid Config.
+// Config is one benchmark run; see Validate for what Run accepts.
 type Config struct {
 	Mode        string        // ModeSaga or ModeTCC
 	Concurrency int           // workers, each running one transaction at a time
@@ -52,31 +51,31 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "`url` of a running coordinator; empty starts 'concord serve' as a child process on a temporary data directory")
 }
 
-// Validate reports every problem at once, each wrapping ErrConfig. An Addr
-// without a scheme is taken as http://.
+// Validate reports every problem at once, in one error wrapping ErrConfig.
+// An Addr without a scheme is taken as http://.
 func (c Config) Validate() error {
-	var errs []error
+	var errs []string
 	if c.Mode != ModeSaga && c.Mode != ModeTCC {
-		errs = append(errs, fmt.Errorf("mode %q: want %s or %s", c.Mode, ModeSaga, ModeTCC))
+		errs = append(errs, fmt.Sprintf("mode %q: want %s or %s", c.Mode, ModeSaga, ModeTCC))
 	}
 	if c.Concurrency <= 0 {
-		errs = append(errs, fmt.Errorf("concurrency %d: must be positive", c.Concurrency))
+		errs = append(errs, fmt.Sprintf("concurrency %d: must be positive", c.Concurrency))
 	}
 	if c.Duration <= 0 {
-		errs = append(errs, fmt.Errorf("duration %v: must be positive", c.Duration))
+		errs = append(errs, fmt.Sprintf("duration %v: must be positive", c.Duration))
 	}
 	if c.Warmup < 0 {
-		errs = append(errs, fmt.Errorf("warmup %v: must not be negative", c.Warmup))
+		errs = append(errs, fmt.Sprintf("warmup %v: must not be negative", c.Warmup))
 	}
 	if c.Addr != "" {
 		if _, err := coordinatorURL(c.Addr); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, err.Error())
 		}
 	}
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	return fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
 }
 
 // coordinatorURL checks addr and returns it as a base URL without a

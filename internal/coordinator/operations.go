@@ -32,7 +32,8 @@ func specHash(v any) string {
 // saga is on disk (not when it finishes; see Wait). Resubmitting the same
 // gid with the same content returns the existing transaction.
 func (c *Coordinator) SubmitSaga(ctx context.Context, spec SagaSpec) (protocol.Txn, error) {
-	if spec.GID == "" {
+	minted := spec.GID == ""
+	if minted {
 		spec.GID = NewGID()
 	}
 	if len(spec.Branches) == 0 {
@@ -57,21 +58,23 @@ func (c *Coordinator) SubmitSaga(ctx context.Context, spec SagaSpec) (protocol.T
 		GID: spec.GID, Mode: protocol.ModeSaga, Concurrent: spec.Concurrent,
 		Options: withDefaults(spec.Options, c.cfg.Defaults), Branches: spec.Branches, SpecHash: hash,
 	}
-	return c.create(ctx, t)
+	return c.create(ctx, t, minted)
 }
 
 // BeginTCC opens a TCC transaction.
 func (c *Coordinator) BeginTCC(ctx context.Context, gid string, opts protocol.Options) (protocol.Txn, error) {
-	if gid == "" {
+	minted := gid == ""
+	if minted {
 		gid = NewGID()
 	}
 	t := protocol.Txn{GID: gid, Mode: protocol.ModeTCC, Options: withDefaults(opts, c.cfg.Defaults), SpecHash: specHash(opts)}
-	return c.create(ctx, t)
+	return c.create(ctx, t, minted)
 }
 
 // create makes a new transaction durable, or returns the existing one when
-// the same gid was already used for the same content.
-func (c *Coordinator) create(ctx context.Context, t protocol.Txn) (protocol.Txn, error) {
+// the same gid was already used for the same content. A gid minted here
+// (fresh) cannot be in the store, so the lookup is skipped.
+func (c *Coordinator) create(ctx context.Context, t protocol.Txn, fresh bool) (protocol.Txn, error) {
 	m := machineFor(t.Mode)
 	for {
 		c.mu.Lock()
@@ -104,7 +107,7 @@ func (c *Coordinator) create(ctx context.Context, t protocol.Txn) (protocol.Txn,
 		e.mu.Lock()
 		c.live[t.GID] = e
 		c.mu.Unlock()
-		nt, fx, w, err := c.createLocked(ctx, e, t)
+		nt, fx, w, err := c.createLocked(ctx, e, t, fresh)
 		e.mu.Unlock()
 		if err != nil || (fx == nil && w == nil) {
 			return nt, err
@@ -115,7 +118,7 @@ func (c *Coordinator) create(ctx context.Context, t protocol.Txn) (protocol.Txn,
 
 // createLocked runs with e.mu held and e registered as live with status new.
 // On every path that does not create, it unregisters e.
-func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn) (protocol.Txn, []protocol.Effect, *pendingWrite, error) {
+func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn, fresh bool) (protocol.Txn, []protocol.Effect, *pendingWrite, error) {
 	drop := func() {
 		c.mu.Lock()
 		delete(c.live, t.GID)
@@ -124,7 +127,10 @@ func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn
 		close(e.changed)
 		e.changed = make(chan struct{})
 	}
-	rec, err := c.store.Get(ctx, t.GID)
+	rec, err := store.Record{}, store.ErrNotFound
+	if !fresh {
+		rec, err = c.store.Get(ctx, t.GID)
+	}
 	switch {
 	case err == nil:
 		drop()

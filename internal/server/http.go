@@ -21,6 +21,10 @@ func Handler(svc *Service, token string) http.Handler {
 	path, h := concordv1connect.NewCoordinatorServiceHandler(svc,
 		connect.WithCodec(strictJSON{}),
 		connect.WithReadMaxBytes(svc.limits.MaxRequestBytes),
+		// Responses are a few hundred bytes: compressing them cost 12-19%
+		// of the coordinator's CPU in the saga benchmark and saved nothing
+		// on loopback or a LAN. Large ones (long lists) still compress.
+		connect.WithCompressMinBytes(4096),
 	)
 	mux.Handle(path, requireToken(token, h))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
