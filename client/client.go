@@ -53,7 +53,7 @@ var (
 // Client talks to one coordinator. It is safe for concurrent use.
 type Client struct {
 	rpc     concordv1connect.CoordinatorServiceClient
-	http    *http.Client
+	http    *http.Client // calls to participants (TCC try)
 	token   string
 	baseURL string
 }
@@ -63,6 +63,7 @@ type Option func(*options)
 
 type options struct {
 	http    *http.Client
+	branch  *http.Client
 	token   string
 	grpc    bool
 	json    bool
@@ -71,6 +72,11 @@ type options struct {
 
 // WithHTTPClient sets the HTTP client (for TLS settings, proxies, tracing).
 func WithHTTPClient(h *http.Client) Option { return func(o *options) { o.http = h } }
+
+// WithParticipantHTTPClient sets the HTTP client used to call
+// participants' Try URLs (default: WithHTTPClient's client, or a plain
+// HTTP/1.1 and HTTP/2-over-TLS client when WithGRPC is used).
+func WithParticipantHTTPClient(h *http.Client) Option { return func(o *options) { o.branch = h } }
 
 // WithToken sends "Authorization: Bearer <token>" on every call.
 func WithToken(tok string) Option { return func(o *options) { o.token = tok } }
@@ -88,14 +94,17 @@ func New(baseURL string, opts ...Option) *Client {
 	for _, f := range opts {
 		f(&o)
 	}
+	if o.branch == nil && o.http != nil {
+		o.branch = o.http
+	}
 	if o.http == nil {
-		tr := &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        512,
-			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     90 * time.Second,
+		tr := newTransport()
+		if o.branch == nil {
+			o.branch = &http.Client{Transport: newTransport()}
 		}
 		if o.grpc {
+			// gRPC needs HTTP/2, also without TLS (h2c); participants
+			// keep the ordinary transport above.
 			tr.Protocols = new(http.Protocols)
 			tr.Protocols.SetUnencryptedHTTP2(true)
 			tr.Protocols.SetHTTP2(true)
@@ -114,9 +123,18 @@ func New(baseURL string, opts ...Option) *Client {
 	}
 	return &Client{
 		rpc:     concordv1connect.NewCoordinatorServiceClient(o.http, baseURL, copts...),
-		http:    o.http,
+		http:    o.branch,
 		token:   o.token,
 		baseURL: baseURL,
+	}
+}
+
+func newTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
 	}
 }
 

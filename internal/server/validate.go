@@ -67,7 +67,7 @@ func checkURL(what, raw string) error {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%s URL %q: scheme must be http or https", what, raw)
 	}
-	if u.Host == "" {
+	if u.Hostname() == "" {
 		return fmt.Errorf("%s URL %q has no host", what, raw)
 	}
 	return nil
