@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"os/signal"
 	"syscall"
 
@@ -19,6 +21,19 @@ func Serve(args []string, env Env) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// For profiling the coordinator under load (see docs/performance.md):
+	// CONCORD_CPUPROFILE=file writes a CPU profile until the server stops.
+	if path := env.Getenv("CONCORD_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	scheme := "http"
 	if cfg.TLSCert != "" {
 		scheme = "https"
