@@ -34,9 +34,13 @@ var backends = []backend{
 			return n, err
 		}},
 	{name: "mariadb", dialect: MySQL, open: func(t *testing.T) *sql.DB { return testenv.MariaDB(t) },
-		lockWaits: func(ctx context.Context, db *sql.DB, table string) (n int, err error) {
-			err = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.INNODB_TRX
-				WHERE trx_state = 'LOCK WAIT' AND LOCATE(?, trx_query) > 0`, table).Scan(&n)
+		// INFORMATION_SCHEMA.INNODB_TRX is a cache that InnoDB refreshes only
+		// after 100ms without readers, so a tight poll would never see the
+		// wait; the status counter is live. It counts waits server-wide,
+		// which can only make the test release early, not fail.
+		lockWaits: func(ctx context.Context, db *sql.DB, _ string) (n int, err error) {
+			var name string
+			err = db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_current_waits'").Scan(&name, &n)
 			return n, err
 		}},
 }
@@ -428,8 +432,11 @@ func TestBarrierCompensationWaitsForAction(t *testing.T) {
 			<-inFn
 			compDone := make(chan error, 1)
 			go func() { compDone <- f.do(t, comp) }()
-			f.awaitLockWait(t)
+			err := f.awaitLockWait(t, compDone)
 			close(release)
+			if err != nil {
+				t.Fatal(err)
+			}
 			actErr, compErr := <-actDone, <-compDone
 			if actionFails {
 				if !errors.Is(actErr, errBoom) {
@@ -451,19 +458,25 @@ func TestBarrierCompensationWaitsForAction(t *testing.T) {
 // awaitLockWait returns once a transaction waits on a row lock of the
 // barrier table, where the backend lets us observe that. SQLite's waiters
 // sit in the busy handler, invisible; the test stays correct, only the
-// interleaving is then not guaranteed.
-func (f *fixture) awaitLockWait(t *testing.T) {
+// interleaving is then not guaranteed. It fails if the compensation, which
+// must be the waiter, returns first.
+func (f *fixture) awaitLockWait(t *testing.T, compDone <-chan error) error {
 	t.Helper()
 	if f.be.lockWaits == nil {
-		return
+		return nil
 	}
 	for {
+		select {
+		case err := <-compDone:
+			return fmt.Errorf("compensation returned (%v) while its action was in flight", err)
+		default:
+		}
 		n, err := f.be.lockWaits(t.Context(), f.db, f.table)
 		if err != nil {
-			t.Fatalf("observing lock waits: %v", err)
+			return fmt.Errorf("observing lock waits: %w", err)
 		}
 		if n > 0 {
-			return
+			return nil
 		}
 	}
 }
