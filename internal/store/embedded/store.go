@@ -53,6 +53,15 @@ type Store struct {
 	name   string       // engine name
 	mu     sync.RWMutex // read-held for every engine call; Close takes it to write
 	closed bool         // guarded by mu
+
+	// commitMu serialises Commit (the engines serialise writes anyway) so
+	// that live can be kept exactly in step with what is on disk.
+	commitMu sync.Mutex
+	// live holds the index entries of every unfinished record committed
+	// through this Store, so a rewrite (a transaction's next state) can
+	// drop its old entries without reading the old record back. A gid
+	// missing here is read from the engine. Guarded by commitMu.
+	live map[string][]keyValue
 }
 
 var (
@@ -150,9 +159,20 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 	for i, r := range batch {
 		prep[i] = prepared{recordKey(r.GID), encodeRecord(r), indexKeys(r)}
 	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if s.live == nil {
+		s.live = make(map[string][]keyValue)
+	}
 	err := s.write(func(r reader, w writer) error {
 		for i, p := range prep {
-			if err := unindex(r, w, batch[i].GID, p.index); err != nil {
+			var err error
+			if old, ok := s.live[batch[i].GID]; ok {
+				err = dropIndex(w, old, p.index)
+			} else {
+				err = unindex(r, w, batch[i].GID, p.index)
+			}
+			if err != nil {
 				return err
 			}
 			if err := w.set(p.key, p.value); err != nil {
@@ -167,7 +187,17 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 		return nil
 	})
 	if err != nil {
+		// Whether any of it reached the engine is not known here; forget
+		// the cache and read old entries back from now on.
+		clear(s.live)
 		return fmt.Errorf("embedded: commit: %w", err)
+	}
+	for i, r := range batch {
+		if r.Finished {
+			delete(s.live, r.GID)
+		} else {
+			s.live[r.GID] = prep[i].index
+		}
 	}
 	return nil
 }
@@ -205,7 +235,12 @@ func unindex(r reader, w writer, gid string, keep []keyValue) error {
 	if err != nil {
 		return err
 	}
-	for _, kv := range indexKeys(rec) {
+	return dropIndex(w, indexKeys(rec), keep)
+}
+
+// dropIndex deletes the entries in old that are not in keep.
+func dropIndex(w writer, old, keep []keyValue) error {
+	for _, kv := range old {
 		if !hasKey(keep, kv.key) {
 			if err := w.del(kv.key); err != nil {
 				return err
