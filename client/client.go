@@ -14,6 +14,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -127,6 +129,14 @@ func New(baseURL string, opts ...Option) *Client {
 		token:   o.token,
 		baseURL: baseURL,
 	}
+}
+
+// newGID mints a gid on the client side (same shape as the server's):
+// time-ordered, with 64 random bits.
+func newGID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405.000") + "-" + hex.EncodeToString(b[:])
 }
 
 func newTransport() *http.Transport {

@@ -19,6 +19,11 @@ import (
 type TCC struct {
 	c   *Client
 	GID string
+	// begin, for the initiator, opens the transaction with the first
+	// registration (one round trip and one durable write fewer than a
+	// separate BeginTCC). Nil for a nested TCC bound to a request.
+	begin      *v1.TransactionOptions
+	registered bool
 }
 
 // ErrTryRejected is returned by CallBranch when a Try said no (HTTP 409).
@@ -33,13 +38,26 @@ var ErrTryUnknown = errors.New("concord: try outcome unknown")
 // then commits (body returned nil) or rolls back (body returned an error),
 // waiting for the final outcome. The returned error is body's error, if
 // any, else the coordinator's.
+//
+// The transaction is opened on the coordinator together with the first
+// branch registration; with no branch registered, RunTCC opens it just
+// before ending it.
 func (c *Client) RunTCC(ctx context.Context, gid string, o Options, body func(ctx context.Context, t *TCC) error) (*Transaction, error) {
-	resp, err := c.rpc.BeginTCC(ctx, connect.NewRequest(&v1.BeginTCCRequest{Gid: gid, Options: o.proto()}))
-	if err != nil {
-		return nil, wrap(err)
+	if gid == "" {
+		gid = newGID()
 	}
-	t := &TCC{c: c, GID: resp.Msg.Transaction.Gid}
-	if berr := body(ctx, t); berr != nil {
+	begin := o.proto()
+	if begin == nil {
+		begin = &v1.TransactionOptions{}
+	}
+	t := &TCC{c: c, GID: gid, begin: begin}
+	berr := body(ctx, t)
+	if !t.registered {
+		if _, err := c.rpc.BeginTCC(ctx, connect.NewRequest(&v1.BeginTCCRequest{Gid: gid, Options: o.proto()})); err != nil {
+			return nil, errors.Join(berr, wrap(err))
+		}
+	}
+	if berr != nil {
 		tx, err := t.end(ctx, false)
 		if err != nil {
 			return tx, errors.Join(berr, err)
@@ -88,10 +106,12 @@ func (t *TCC) CallBranch(ctx context.Context, branchID string, payload any, try,
 	}
 	_, err = t.c.rpc.RegisterBranch(ctx, connect.NewRequest(&v1.RegisterBranchRequest{
 		Gid: t.GID, BranchId: branchID, Confirm: confirm, Cancel: cancel, Payload: p,
+		Begin: t.begin != nil, Options: t.begin,
 	}))
 	if err != nil {
 		return nil, wrap(err)
 	}
+	t.registered = true
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, try, bytes.NewReader([]byte(p)))
 	if err != nil {
 		return nil, fmt.Errorf("%w: try URL: %v", ErrInvalid, err)

@@ -210,10 +210,22 @@ func (c *Coordinator) do(ctx context.Context, gid string, mode protocol.Mode, ev
 }
 
 // RegisterBranch adds a branch to an open TCC transaction. It returns once
-// the registration is durable.
-func (c *Coordinator) RegisterBranch(ctx context.Context, gid string, b protocol.Branch) (protocol.Txn, error) {
+// the registration is durable. With begin set, a TCC that does not exist
+// yet is opened with those options in the same write.
+func (c *Coordinator) RegisterBranch(ctx context.Context, gid string, b protocol.Branch, begin *protocol.Options) (protocol.Txn, error) {
 	if b.ID == "" {
 		return protocol.Txn{}, fmt.Errorf("%w: branch id is required", ErrInvalid)
+	}
+	if begin != nil && c.lookup(gid) == nil {
+		t := protocol.Txn{
+			GID: gid, Mode: protocol.ModeTCC, Options: withDefaults(*begin, c.cfg.Defaults),
+			SpecHash: specHash(*begin), Branches: []protocol.Branch{b},
+		}
+		// Creates it with the branch, or finds it (then the Register below
+		// adds the branch, or is a no-op when it is already there).
+		if _, err := c.create(ctx, t, false); err != nil {
+			return protocol.Txn{}, err
+		}
 	}
 	return c.do(ctx, gid, protocol.ModeTCC, protocol.Register{Now: now(), Branch: b})
 }

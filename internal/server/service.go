@@ -123,16 +123,27 @@ func (s *Service) RegisterBranch(ctx context.Context, req *connect.Request[v1.Re
 	if err := s.checkRegister(r); err != nil {
 		return nil, invalid(err)
 	}
-	cur, err := s.coord.Get(ctx, r.Gid)
-	if err != nil {
-		return nil, apiError(err)
+	if err := checkOptions(r.Options); err != nil {
+		return nil, invalid(err)
 	}
-	if len(cur.Branches) >= s.limits.MaxBranches && cur.Branch(r.BranchId) < 0 {
-		return nil, invalid(fmt.Errorf("%s already has %d branches, at most %d allowed", r.Gid, len(cur.Branches), s.limits.MaxBranches))
+	var begin *protocol.Options
+	if r.Begin {
+		o := optionsFromProto(r.Options)
+		begin = &o
+	}
+	cur, err := s.coord.Get(ctx, r.Gid)
+	switch {
+	case err == nil:
+		if len(cur.Branches) >= s.limits.MaxBranches && cur.Branch(r.BranchId) < 0 {
+			return nil, invalid(fmt.Errorf("%s already has %d branches, at most %d allowed", r.Gid, len(cur.Branches), s.limits.MaxBranches))
+		}
+	case errors.Is(err, coordinator.ErrNotFound) && r.Begin:
+	default:
+		return nil, apiError(err)
 	}
 	t, err := s.coord.RegisterBranch(ctx, r.Gid, protocol.Branch{
 		ID: r.BranchId, ForwardURL: r.Confirm, BackwardURL: r.Cancel, Payload: []byte(r.Payload),
-	})
+	}, begin)
 	if err != nil {
 		return nil, apiError(err)
 	}

@@ -470,7 +470,12 @@ type RegisterBranchRequest struct {
 	Confirm  string                 `protobuf:"bytes,3,opt,name=confirm,proto3" json:"confirm,omitempty"`
 	Cancel   string                 `protobuf:"bytes,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	// Request body sent verbatim to confirm and cancel.
-	Payload       string `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	Payload string `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	// Open the TCC transaction (with these options) if it does not exist
+	// yet, in the same durable write as the registration: an initiator can
+	// skip BeginTCC and save a round trip. Ignored when it exists.
+	Begin         bool                `protobuf:"varint,6,opt,name=begin,proto3" json:"begin,omitempty"`
+	Options       *TransactionOptions `protobuf:"bytes,7,opt,name=options,proto3" json:"options,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +543,20 @@ func (x *RegisterBranchRequest) GetPayload() string {
 		return x.Payload
 	}
 	return ""
+}
+
+func (x *RegisterBranchRequest) GetBegin() bool {
+	if x != nil {
+		return x.Begin
+	}
+	return false
+}
+
+func (x *RegisterBranchRequest) GetOptions() *TransactionOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
 }
 
 type RegisterBranchResponse struct {
@@ -1442,13 +1461,15 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\vtransaction\x18\x01 \x01(\v2\x17.concord.v1.TransactionR\vtransaction\"]\n" +
 	"\x0fBeginTCCRequest\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x128\n" +
-	"\aoptions\x18\x02 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\"\x92\x01\n" +
+	"\aoptions\x18\x02 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\"\xe2\x01\n" +
 	"\x15RegisterBranchRequest\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x12\x1b\n" +
 	"\tbranch_id\x18\x02 \x01(\tR\bbranchId\x12\x18\n" +
 	"\aconfirm\x18\x03 \x01(\tR\aconfirm\x12\x16\n" +
 	"\x06cancel\x18\x04 \x01(\tR\x06cancel\x12\x18\n" +
-	"\apayload\x18\x05 \x01(\tR\apayload\"S\n" +
+	"\apayload\x18\x05 \x01(\tR\apayload\x12\x14\n" +
+	"\x05begin\x18\x06 \x01(\bR\x05begin\x128\n" +
+	"\aoptions\x18\a \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\"S\n" +
 	"\x16RegisterBranchResponse\x129\n" +
 	"\vtransaction\x18\x01 \x01(\v2\x17.concord.v1.TransactionR\vtransaction\"5\n" +
 	"\rEndTCCRequest\x12\x10\n" +
@@ -1575,38 +1596,39 @@ var file_concord_v1_concord_proto_depIdxs = []int32{
 	2,  // 1: concord.v1.SubmitSagaRequest.options:type_name -> concord.v1.TransactionOptions
 	18, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
 	2,  // 3: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
-	18, // 4: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
-	18, // 5: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	18, // 6: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
-	18, // 7: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	18, // 8: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	19, // 9: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
-	20, // 10: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
-	0,  // 11: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
-	4,  // 12: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
-	6,  // 13: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
-	7,  // 14: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
-	9,  // 15: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
-	9,  // 16: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
-	10, // 17: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
-	12, // 18: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
-	14, // 19: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
-	16, // 20: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
-	1,  // 21: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
-	5,  // 22: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
-	5,  // 23: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
-	8,  // 24: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
-	5,  // 25: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
-	5,  // 26: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
-	11, // 27: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
-	13, // 28: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
-	15, // 29: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
-	17, // 30: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 4: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
+	18, // 5: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
+	18, // 6: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	18, // 7: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
+	18, // 8: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	18, // 9: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	19, // 10: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
+	20, // 11: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
+	0,  // 12: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
+	4,  // 13: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
+	6,  // 14: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
+	7,  // 15: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
+	9,  // 16: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
+	9,  // 17: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
+	10, // 18: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
+	12, // 19: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
+	14, // 20: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
+	16, // 21: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
+	1,  // 22: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
+	5,  // 23: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
+	5,  // 24: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
+	8,  // 25: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
+	5,  // 26: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
+	5,  // 27: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
+	11, // 28: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
+	13, // 29: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
+	15, // 30: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
+	17, // 31: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
+	22, // [22:32] is the sub-list for method output_type
+	12, // [12:22] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_concord_v1_concord_proto_init() }

@@ -66,7 +66,18 @@ func begin(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	s := ev.(p.Submit)
 	*t = s.Txn.Clone()
 	t.Mode = p.ModeTCC
-	t.Branches = nil
+	// Branches given at begin are registered with it (one durable write).
+	seen := map[string]bool{}
+	for i := range t.Branches {
+		b := &t.Branches[i]
+		if b.ID == "" || seen[b.ID] {
+			return fmt.Errorf("%w: empty or repeated branch id %q", p.ErrInvalidEvent, b.ID)
+		}
+		seen[b.ID] = true
+		b.ForwardOp, b.BackwardOp = p.OpConfirm, p.OpCancel
+		b.Fwd, b.Bwd = p.OpState{Status: p.OpIdle}, p.OpState{Status: p.OpIdle}
+		b.History = nil
+	}
 	t.CreatedAt, t.UpdatedAt = s.Now, s.Now
 	if t.Options.Timeout > 0 {
 		t.Deadline = s.Now + t.Options.Timeout
