@@ -182,3 +182,17 @@ func Stick(t *Txn, fx *Effects, phase Status, why string) {
 	fx.Alert("stuck", fmt.Sprintf("%s %s is stuck while %s: %s", t.Mode, t.GID, phase, why))
 	fx.Report(StatusStuck)
 }
+
+// RetryNow carries out an operator's retry: a stuck transaction resumes the
+// phase it was stuck in, every retrying or failed operation of that phase
+// (as phase picks it) gets a fresh budget, and those are called now. The
+// mode then advances as after any other event.
+func RetryNow(t *Txn, now int64, fx *Effects, phase func(t *Txn) func(b *Branch) *OpState) {
+	if t.Status == StatusStuck {
+		t.Status = t.StuckPhase
+		t.StuckPhase, t.StuckReason = "", ""
+	}
+	pick := phase(t)
+	ResetBudget(t, now, pick)
+	DueRetries(t, now, fx, pick)
+}

@@ -176,14 +176,8 @@ func recoverStep(t *p.Txn, ev p.Event, fx *p.Effects) error {
 }
 
 func retry(t *p.Txn, ev p.Event, fx *p.Effects) error {
-	now := ev.At()
-	if t.Status == p.StatusStuck {
-		t.Status = t.StuckPhase
-		t.StuckPhase, t.StuckReason = "", ""
-	}
-	p.ResetBudget(t, now, phaseOp(t))
-	p.DueRetries(t, now, fx, phaseOp(t))
-	advance(t, now, fx)
+	p.RetryNow(t, ev.At(), fx, phaseOp)
+	advance(t, ev.At(), fx)
 	return nil
 }
 
