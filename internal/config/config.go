@@ -25,6 +25,7 @@ import (
 type Config struct {
 	Addr      string `name:"addr" help:"listen address; loopback by default"`
 	DataDir   string `name:"data-dir" help:"directory of the embedded store"`
+	Engine    string `name:"engine" help:"embedded store engine: pebble (default) or bbolt; a data dir keeps the engine it was created with"`
 	LogLevel  string `name:"log-level" help:"debug, info, warn or error"`
 	LogFormat string `name:"log-format" help:"text or json"`
 
@@ -50,7 +51,7 @@ type Config struct {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Addr: "127.0.0.1:7070", DataDir: "concord-data", LogLevel: "info", LogFormat: "text",
+		Addr: "127.0.0.1:7070", DataDir: "concord-data", Engine: "pebble", LogLevel: "info", LogFormat: "text",
 		MaxBranches: 100, MaxPayloadBytes: 64 << 10, MaxRequestBytes: 4 << 20, MaxWait: 60 * time.Second,
 		Timeout: 60 * time.Second, BranchTimeout: 10 * time.Second, MaxAttempts: 8, MaxTotalAttempts: 64,
 		RetryInitial: 200 * time.Millisecond, RetryMax: 30 * time.Second,
@@ -65,6 +66,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir is required"))
+	}
+	if c.Engine != "pebble" && c.Engine != "bbolt" {
+		errs = append(errs, fmt.Errorf("engine %q: want pebble or bbolt", c.Engine))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

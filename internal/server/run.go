@@ -25,7 +25,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
-	st, err := embedded.Open(cfg.DataDir, embedded.Options{})
+	st, err := embedded.Open(cfg.DataDir, embedded.Options{Engine: cfg.Engine})
 	if err != nil {
 		return fmt.Errorf("%w: open store in %s: %v", ErrStartup, cfg.DataDir, err)
 	}
