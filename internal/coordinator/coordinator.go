@@ -227,6 +227,9 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 			if err != nil {
 				return nt, nil, nil, fmt.Errorf("encode %s: %w", nt.GID, err)
 			}
+			// The first write of a transaction created here: create()
+			// made sure no record exists.
+			rec.Fresh = e.seq == 0 && e.durable.Status == protocol.StatusNew
 			c.mu.Lock()
 			closed := c.closed
 			c.mu.Unlock()

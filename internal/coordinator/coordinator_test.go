@@ -326,7 +326,7 @@ func TestRegisterWithBeginOpensTheTCC(t *testing.T) {
 	opts := &protocol.Options{Timeout: int64(time.Minute)}
 	b1 := protocol.Branch{ID: "stock", ForwardURL: "http://p/confirm1", BackwardURL: "http://p/cancel1"}
 	b2 := protocol.Branch{ID: "pay", ForwardURL: "http://p/confirm2", BackwardURL: "http://p/cancel2"}
-	tx, err := c.RegisterBranch(t.Context(), "t1", b1, opts)
+	tx, err := c.RegisterBranch(t.Context(), "t1", b1, opts, 0)
 	if err != nil || tx.Status != protocol.StatusRunning || len(tx.Branches) != 1 {
 		t.Fatalf("first register with begin: %v, %+v", err, tx)
 	}
@@ -334,10 +334,10 @@ func TestRegisterWithBeginOpensTheTCC(t *testing.T) {
 		t.Fatalf("%d commits for begin+register, want 1", n)
 	}
 	// Repeating the first registration changes nothing; the second adds.
-	if _, err := c.RegisterBranch(t.Context(), "t1", b1, opts); err != nil {
+	if _, err := c.RegisterBranch(t.Context(), "t1", b1, opts, 0); err != nil {
 		t.Fatal(err)
 	}
-	if tx, err = c.RegisterBranch(t.Context(), "t1", b2, opts); err != nil || len(tx.Branches) != 2 {
+	if tx, err = c.RegisterBranch(t.Context(), "t1", b2, opts, 0); err != nil || len(tx.Branches) != 2 {
 		t.Fatalf("second register: %v, %d branches", err, len(tx.Branches))
 	}
 	if _, err := c.CommitTCC(t.Context(), "t1"); err != nil {
@@ -350,7 +350,7 @@ func TestRegisterWithBeginOpensTheTCC(t *testing.T) {
 		t.Fatalf("calls %v", caller.calls)
 	}
 	// Without begin, an unknown gid is not found.
-	if _, err := c.RegisterBranch(t.Context(), "nope", b1, nil); !errors.Is(err, ErrNotFound) {
+	if _, err := c.RegisterBranch(t.Context(), "nope", b1, nil, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("register on unknown gid without begin: %v, want ErrNotFound", err)
 	}
 }

@@ -212,7 +212,9 @@ func (c *Coordinator) do(ctx context.Context, gid string, mode protocol.Mode, ev
 // RegisterBranch adds a branch to an open TCC transaction. It returns once
 // the registration is durable. With begin set, a TCC that does not exist
 // yet is opened with those options in the same write.
-func (c *Coordinator) RegisterBranch(ctx context.Context, gid string, b protocol.Branch, begin *protocol.Options) (protocol.Txn, error) {
+//
+// maxBranches (> 0) bounds how many branches the transaction may hold.
+func (c *Coordinator) RegisterBranch(ctx context.Context, gid string, b protocol.Branch, begin *protocol.Options, maxBranches int) (protocol.Txn, error) {
 	if b.ID == "" {
 		return protocol.Txn{}, fmt.Errorf("%w: branch id is required", ErrInvalid)
 	}
@@ -227,7 +229,7 @@ func (c *Coordinator) RegisterBranch(ctx context.Context, gid string, b protocol
 			return protocol.Txn{}, err
 		}
 	}
-	return c.do(ctx, gid, protocol.ModeTCC, protocol.Register{Now: now(), Branch: b})
+	return c.do(ctx, gid, protocol.ModeTCC, protocol.Register{Now: now(), Branch: b, MaxBranches: maxBranches})
 }
 
 // CommitTCC records the initiator's "every try succeeded".

@@ -30,10 +30,12 @@ type Submit struct {
 	Txn Txn
 }
 
-// Register adds a TCC branch.
+// Register adds a TCC branch. MaxBranches (> 0) bounds how many branches
+// the transaction may hold.
 type Register struct {
-	Now    int64
-	Branch Branch
+	Now         int64
+	Branch      Branch
+	MaxBranches int
 }
 
 // Commit is the TCC initiator's "all tries succeeded".

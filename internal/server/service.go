@@ -131,19 +131,9 @@ func (s *Service) RegisterBranch(ctx context.Context, req *connect.Request[v1.Re
 		o := optionsFromProto(r.Options)
 		begin = &o
 	}
-	cur, err := s.coord.Get(ctx, r.Gid)
-	switch {
-	case err == nil:
-		if len(cur.Branches) >= s.limits.MaxBranches && cur.Branch(r.BranchId) < 0 {
-			return nil, invalid(fmt.Errorf("%s already has %d branches, at most %d allowed", r.Gid, len(cur.Branches), s.limits.MaxBranches))
-		}
-	case errors.Is(err, coordinator.ErrNotFound) && r.Begin:
-	default:
-		return nil, apiError(err)
-	}
 	t, err := s.coord.RegisterBranch(ctx, r.Gid, protocol.Branch{
 		ID: r.BranchId, ForwardURL: r.Confirm, BackwardURL: r.Cancel, Payload: []byte(r.Payload),
-	}, begin)
+	}, begin, s.limits.MaxBranches)
 	if err != nil {
 		return nil, apiError(err)
 	}

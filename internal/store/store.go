@@ -43,6 +43,12 @@ type Record struct {
 	UpdatedAt int64 // unix nanoseconds
 
 	Data []byte
+
+	// Fresh is a hint from the writer: it has established that no record
+	// with this GID exists (a gid it minted, or one it just looked up), so
+	// a backend may skip looking for an old version to replace. Commit's
+	// semantics do not change; it is never stored.
+	Fresh bool
 }
 
 // ListOptions selects records for List. Zero values mean "no filter".

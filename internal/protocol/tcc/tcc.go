@@ -100,6 +100,9 @@ func register(t *p.Txn, ev p.Event, fx *p.Effects) error {
 		}
 		return fmt.Errorf("%w: branch %q is already registered in %s with different content", p.ErrConflict, nb.ID, t.GID)
 	}
+	if r.MaxBranches > 0 && len(t.Branches) >= r.MaxBranches {
+		return fmt.Errorf("%w: %s already has %d branches, at most %d allowed", p.ErrInvalidEvent, t.GID, len(t.Branches), r.MaxBranches)
+	}
 	nb.Fwd, nb.Bwd = p.OpState{Status: p.OpIdle}, p.OpState{Status: p.OpIdle}
 	nb.History, nb.After = nil, slices.Clone(nb.After)
 	t.Branches = append(t.Branches, nb)

@@ -169,7 +169,7 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 			var err error
 			if old, ok := s.live[batch[i].GID]; ok {
 				err = dropIndex(w, old, p.index)
-			} else {
+			} else if !batch[i].Fresh {
 				err = unindex(r, w, batch[i].GID, p.index)
 			}
 			if err != nil {

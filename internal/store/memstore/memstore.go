@@ -49,6 +49,7 @@ func New() *Store {
 // clone returns r with its own copy of Data.
 func clone(r store.Record) store.Record {
 	r.Data = slices.Clone(r.Data)
+	r.Fresh = false // a write hint, never stored
 	return r
 }
 

@@ -341,3 +341,33 @@ func testClose(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testFreshHint: a record committed with the Fresh hint reads back like any
+// other (the hint is not stored), and a later rewrite of it keeps every
+// index right.
+func testFreshHint(t *testing.T, s store.Store) {
+	r := record("fresh-1", "saga", "running", false, 1_700_000_000_000_000_100, []byte("v1"))
+	r.Fresh = true
+	commit(t, s, r)
+	got := mustGet(t, s, "fresh-1")
+	if got.Fresh {
+		t.Fatal("Get returned Fresh = true: the hint must not be stored")
+	}
+	r.Fresh = false
+	checkRecord(t, got, r)
+	r2 := record("fresh-1", "saga", "succeeded", true, r.CreatedAt, []byte("v2"))
+	commit(t, s, r2)
+	checkRecord(t, mustGet(t, s, "fresh-1"), r2)
+	if recs, err := s.List(t.Context(), store.ListOptions{Status: "running", GIDPrefix: "fresh-"}); err != nil || len(recs) != 0 {
+		t.Fatalf("List(status=running) after the rewrite: %d records, err %v; want none", len(recs), err)
+	}
+	n := 0
+	if err := s.Unfinished(t.Context(), func(rec store.Record) error {
+		if rec.GID == "fresh-1" {
+			n++
+		}
+		return nil
+	}); err != nil || n != 0 {
+		t.Fatalf("Unfinished lists fresh-1 %d times after it finished (err %v)", n, err)
+	}
+}

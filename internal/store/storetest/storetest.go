@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CommitGetRoundtrip", testRoundtrip},
 		{"DataIsCopied", testDataIsCopied},
 		{"Replace", testReplace},
+		{"FreshHint", testFreshHint},
 		{"ReplaceMovesIndexes", testReplaceMovesIndexes},
 		{"BatchVisibleAtOnce", testBatchVisibleAtOnce},
 		{"CanceledCommitAllOrNothing", testCanceledCommit},
