@@ -18,10 +18,20 @@ type Saga struct {
 	err error
 }
 
-// NewSaga starts building a saga under gid ("" lets the server mint one).
+// NewSaga starts building a saga under gid. With "" the SDK mints a unique
+// gid, so that the gid is known before the first submission: if Submit
+// fails with an error that leaves the outcome unknown (a timeout, a lost
+// connection, ErrUnavailable), calling Submit again is safe; the
+// coordinator runs a gid once.
 func (c *Client) NewSaga(gid string) *Saga {
+	if gid == "" {
+		gid = newGID()
+	}
 	return &Saga{c: c, req: &v1.SubmitSagaRequest{Gid: gid}}
 }
+
+// GID returns the saga's global transaction id.
+func (s *Saga) GID() string { return s.req.Gid }
 
 // Branch is a saga branch for AddBranch.
 type Branch struct {
