@@ -4,8 +4,8 @@
 // step's calls, arms timers, retries, and resumes every unfinished
 // transaction after a restart.
 //
-// Lock order: Coordinator.mu may be taken while holding no entry lock, or
-// while holding one entry's mu (never two entries' locks at once).
+// Lock order: an entry's mu, then Coordinator.mu or Coordinator.stopping
+// (never two entries' locks at once, never mu and stopping together).
 package coordinator
 
 import (
@@ -63,6 +63,12 @@ type Coordinator struct {
 	mu     sync.Mutex
 	live   map[string]*entry
 	closed bool
+
+	// stopping is read-held while a write is queued or a call started,
+	// and write-held by Close to set stopped: nothing is queued on the
+	// committer or added to calls once Close has begun waiting for them.
+	stopping sync.RWMutex
+	stopped  bool
 }
 
 // entry is one live (unfinished) transaction.
@@ -164,6 +170,9 @@ func (c *Coordinator) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
+	c.stopping.Lock()
+	c.stopped = true
+	c.stopping.Unlock()
 	c.timers.stop()
 	c.cancel()
 	c.calls.Wait()
@@ -230,14 +239,14 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 			// The first write of a transaction created here: create()
 			// made sure no record exists.
 			rec.Fresh = e.seq == 0 && e.durable.Status == protocol.StatusNew
-			c.mu.Lock()
-			closed := c.closed
-			c.mu.Unlock()
-			if closed {
+			c.stopping.RLock()
+			if c.stopped {
+				c.stopping.RUnlock()
 				return nt, nil, nil, ErrClosed
 			}
 			e.seq++
 			w = &pendingWrite{done: c.commit.enqueue(rec), seq: e.seq}
+			c.stopping.RUnlock()
 			fx = fx[1:]
 		}
 	}
@@ -367,6 +376,11 @@ func (c *Coordinator) reload(gid string) {
 }
 
 func (c *Coordinator) startCall(gid string, mode protocol.Mode, call protocol.Call) {
+	c.stopping.RLock()
+	defer c.stopping.RUnlock()
+	if c.stopped {
+		return // shutting down: recovery makes this call after the restart
+	}
 	c.calls.Add(1)
 	go func() {
 		defer c.calls.Done()
