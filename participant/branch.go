@@ -12,6 +12,9 @@ const (
 	HeaderBranch = "Concord-Branch"
 	HeaderOp     = "Concord-Op"
 	HeaderMode   = "Concord-Mode"
+	// HeaderVote, on a 200 answer to prepare, set to "read-only", votes
+	// yes with nothing to commit: the branch gets no phase 2.
+	HeaderVote = "Concord-Vote"
 )
 
 // Op names the operation the coordinator asks a branch to perform.
@@ -25,12 +28,15 @@ const (
 	OpTry        Op = "try"        // tcc: reserve (called by the initiator)
 	OpConfirm    Op = "confirm"    // tcc: make the reservation final
 	OpCancel     Op = "cancel"     // tcc: release the reservation
+	OpPrepare    Op = "prepare"    // 2pc phase 1: do the work, make it durable but not visible, vote
+	OpCommit     Op = "commit"     // 2pc phase 2 after a commit decision
+	OpAbort      Op = "abort"      // 2pc phase 2 after an abort decision
 )
 
 // Valid reports whether op is one of the known operations.
 func (op Op) Valid() bool {
 	switch op {
-	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel:
+	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel, OpPrepare, OpCommit, OpAbort:
 		return true
 	}
 	return false

@@ -37,10 +37,19 @@ func Handler(fn HandlerFunc) http.Handler {
 	})
 }
 
+// ErrReadOnly, returned by a 2PC prepare handler, votes yes with nothing
+// to commit: the branch gets no phase 2.
+var ErrReadOnly = errors.New("participant: read-only")
+
 // WriteResult writes err in the wire form: nil → 200, ErrRejected → 409
-// with the message, anything else → 500 with the message.
+// with the message, ErrReadOnly → 200 with Concord-Vote: read-only,
+// anything else → 500 with the message.
 func WriteResult(w http.ResponseWriter, err error) {
 	switch {
+	case errors.Is(err, ErrReadOnly):
+		w.Header().Set(HeaderVote, "read-only")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "READ-ONLY\n")
 	case err == nil:
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, "SUCCESS\n")

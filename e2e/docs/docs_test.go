@@ -50,7 +50,7 @@ func readBlocks(t *testing.T, path string) []block {
 }
 
 var methods = []string{"NewGID", "SubmitSaga", "BeginTCC", "RegisterBranch", "CommitTCC", "RollbackTCC",
-	"GetTransaction", "ListTransactions", "RetryTransaction", "AbortTransaction"}
+	"SubmitTwoPC", "GetDecision", "GetTransaction", "ListTransactions", "RetryTransaction", "AbortTransaction"}
 
 func TestAPIExamples(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {

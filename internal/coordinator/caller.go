@@ -27,7 +27,8 @@ type Caller interface {
 //
 //   - POST to the branch URL, body = the branch payload,
 //     headers Concord-Gid, Concord-Branch, Concord-Op, Concord-Mode;
-//   - 2xx: success;
+//   - 2xx: success (for a 2PC prepare, a yes vote; with the header
+//     Concord-Vote: read-only, a read-only vote);
 //   - 409 Conflict: rejected (a business "no"); the body is the reason;
 //   - anything else (other status, timeout, connection error): unknown.
 type HTTPCaller struct {
@@ -82,6 +83,9 @@ func (h *HTTPCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 	resp.Body.Close()
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		if c.Op == protocol.OpPrepare && resp.Header.Get(participant.HeaderVote) == "read-only" {
+			return protocol.OutcomeReadOnly, ""
+		}
 		return protocol.OutcomeSuccess, ""
 	case resp.StatusCode == http.StatusConflict:
 		return protocol.OutcomeRejected, strings.TrimSpace(string(body))

@@ -23,6 +23,7 @@ import (
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/protocol/saga"
 	"github.com/concordtm/concord/internal/protocol/tcc"
+	"github.com/concordtm/concord/internal/protocol/twopc"
 	"github.com/concordtm/concord/internal/store"
 )
 
@@ -41,6 +42,8 @@ func machineFor(m protocol.Mode) *protocol.Machine {
 		return saga.Machine
 	case protocol.ModeTCC:
 		return tcc.Machine
+	case protocol.ModeTwoPC:
+		return twopc.Machine
 	}
 	return nil
 }

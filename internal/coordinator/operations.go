@@ -61,6 +61,74 @@ func (c *Coordinator) SubmitSaga(ctx context.Context, spec SagaSpec) (protocol.T
 	return c.create(ctx, t, minted)
 }
 
+// TwoPCSpec is a two-phase commit transaction as submitted. Branch fields
+// used: ID, ForwardURL (the participant's one URL), Payload.
+type TwoPCSpec struct {
+	GID      string
+	Branches []protocol.Branch
+	Options  protocol.Options
+}
+
+// SubmitTwoPC durably accepts a 2PC transaction and starts its prepares.
+func (c *Coordinator) SubmitTwoPC(ctx context.Context, spec TwoPCSpec) (protocol.Txn, error) {
+	minted := spec.GID == ""
+	if minted {
+		spec.GID = NewGID()
+	}
+	if len(spec.Branches) == 0 {
+		return protocol.Txn{}, fmt.Errorf("%w: a 2pc transaction needs at least one branch", ErrInvalid)
+	}
+	seen := map[string]bool{}
+	for i := range spec.Branches {
+		b := &spec.Branches[i]
+		if b.ID == "" {
+			b.ID = fmt.Sprint(i + 1)
+		}
+		if seen[b.ID] {
+			return protocol.Txn{}, fmt.Errorf("%w: duplicate branch id %q", ErrInvalid, b.ID)
+		}
+		seen[b.ID] = true
+	}
+	t := protocol.Txn{
+		GID: spec.GID, Mode: protocol.ModeTwoPC, Options: withDefaults(spec.Options, c.cfg.Defaults),
+		Branches: spec.Branches, SpecHash: specHash(spec),
+	}
+	return c.create(ctx, t, minted)
+}
+
+// Decision is what a 2PC participant in doubt is told.
+type Decision string
+
+// Decisions.
+const (
+	DecisionCommit  Decision = "commit"
+	DecisionAbort   Decision = "abort"
+	DecisionPending Decision = "pending"
+)
+
+// Decision tells a participant in doubt what was decided for gid. Presumed
+// abort: a gid with no record was never decided to commit.
+func (c *Coordinator) Decision(ctx context.Context, gid string) (Decision, error) {
+	t, err := c.Get(ctx, gid)
+	if errors.Is(err, ErrNotFound) {
+		return DecisionAbort, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if t.Mode != protocol.ModeTwoPC {
+		return "", fmt.Errorf("%w: %s is a %s transaction; decisions are for 2pc", protocol.ErrInvalidTransition, gid, t.Mode)
+	}
+	switch {
+	case t.Status == protocol.StatusCommitting, t.Status == protocol.StatusSucceeded,
+		t.Status == protocol.StatusStuck && t.StuckPhase == protocol.StatusCommitting:
+		return DecisionCommit, nil
+	case t.Status == protocol.StatusAborted:
+		return DecisionAbort, nil
+	}
+	return DecisionPending, nil
+}
+
 // BeginTCC opens a TCC transaction.
 func (c *Coordinator) BeginTCC(ctx context.Context, gid string, opts protocol.Options) (protocol.Txn, error) {
 	minted := gid == ""

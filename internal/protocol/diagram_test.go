@@ -28,8 +28,9 @@ transitions: in a status of *From*, an event *On* leads to one of the
 statuses in *To*. An event with no row is refused with an error wrapping
 ` + "`protocol.ErrInvalidTransition`" + `.
 
-Statuses: ` + "`running`" + ` (a saga runs its actions, a TCC is trying),
-` + "`confirming`" + `, ` + "`compensating`" + `, ` + "`cancelling`" + `, the final ` + "`succeeded`" + ` and
+Statuses: ` + "`running`" + ` (a saga runs its actions, a TCC is trying, a 2PC
+prepares and counts votes), ` + "`confirming`" + `, ` + "`compensating`" + `, ` + "`cancelling`" + `,
+` + "`committing`" + ` (a 2PC decided commit and sends it), the final ` + "`succeeded`" + ` and
 ` + "`aborted`" + `, and ` + "`stuck`" + ` (a phase kept failing past its retry budget; an
 operator retry resumes it). ` + "`[*]`" + ` is the start (before the first event)
 and the end.

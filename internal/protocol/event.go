@@ -5,7 +5,7 @@ type EventKind string
 
 // Event kinds.
 const (
-	EvSubmit   EventKind = "submit"   // a saga arrives, or a TCC begins
+	EvSubmit   EventKind = "submit"   // a saga or 2pc arrives, or a TCC begins
 	EvRegister EventKind = "register" // TCC: a branch is registered
 	EvCommit   EventKind = "commit"   // TCC: the initiator says every try succeeded
 	EvRollback EventKind = "rollback" // TCC: the initiator says a try failed

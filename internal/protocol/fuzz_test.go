@@ -16,11 +16,13 @@ func FuzzStep(f *testing.F) {
 	f.Add([]byte{1, 2, 1, 0, 1, 1, 2, 0, 2, 4, 0, 0, 4, 1, 1, 7, 0, 6})
 	f.Add([]byte{0, 5, 4, 0, 0, 4, 1, 2, 5, 0, 8, 0, 6, 0, 4, 3, 3, 3})
 	f.Add([]byte{1, 3, 1, 1, 1, 2, 2, 0, 4, 0, 0, 4, 0, 1, 5, 0, 6, 0})
+	f.Add([]byte{2, 3, 0, 0, 1, 0, 1, 1, 0, 2, 1, 4, 0, 7, 5, 0, 16, 1, 0, 32, 2, 6, 0, 0})
+	f.Add([]byte{2, 2, 0, 96, 1, 0, 1, 1, 0, 16, 1, 0, 17, 2, 4, 0, 200, 7, 0, 1, 5, 0, 1, 6, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 2 {
 			return
 		}
-		mode := []p.Mode{p.ModeSaga, p.ModeTCC}[data[0]%2]
+		mode := []p.Mode{p.ModeSaga, p.ModeTCC, p.ModeTwoPC}[data[0]%3]
 		m := machineFor(mode)
 		n := int(data[1]%5) + 1
 		txn := p.Txn{GID: "fz", Mode: mode, Options: testOptions(), Concurrent: data[1]&0x80 != 0}
@@ -29,12 +31,15 @@ func FuzzStep(f *testing.F) {
 		for i := range n {
 			id := string(rune('a' + i))
 			ids = append(ids, id)
-			if mode == p.ModeSaga {
+			switch mode {
+			case p.ModeSaga:
 				b := p.Branch{ID: id, ForwardURL: "f", BackwardURL: "b"}
 				if i > 0 && data[1]&0x40 != 0 {
 					b.After = []string{ids[i-1]}
 				}
 				txn.Branches = append(txn.Branches, b)
+			case p.ModeTwoPC:
+				txn.Branches = append(txn.Branches, p.Branch{ID: id, ForwardURL: "u"})
 			}
 		}
 		st, _, err := m.Step(p.Txn{}, p.Submit{Now: 1, Txn: txn})
@@ -42,7 +47,11 @@ func FuzzStep(f *testing.F) {
 			t.Fatalf("submit: %v", err)
 		}
 		now := int64(1)
-		ops := map[p.Mode][]p.Op{p.ModeSaga: {p.OpAction, p.OpCompensate}, p.ModeTCC: {p.OpConfirm, p.OpCancel}}[mode]
+		ops := map[p.Mode][]p.Op{
+			p.ModeSaga:  {p.OpAction, p.OpCompensate},
+			p.ModeTCC:   {p.OpConfirm, p.OpCancel},
+			p.ModeTwoPC: {p.OpPrepare, p.OpCommit, p.OpAbort},
+		}[mode]
 		for data = data[2:]; len(data) >= 3; data = data[3:] {
 			k, a, b := data[0], int(data[1]), int(data[2])
 			now += int64(b) * int64(10*time.Millisecond)
@@ -50,7 +59,11 @@ func FuzzStep(f *testing.F) {
 			var ev p.Event
 			switch k % 9 {
 			case 0:
-				ev = p.Result{Now: now, Branch: id, Op: ops[(a>>4)%2], Attempt: b % 4, Outcome: []p.Outcome{p.OutcomeSuccess, p.OutcomeRejected, p.OutcomeUnknown, "garbage"}[(a>>5)%4]}
+				outcomes := []p.Outcome{p.OutcomeSuccess, p.OutcomeRejected, p.OutcomeUnknown, "garbage"}
+				if mode == p.ModeTwoPC && b&0x40 != 0 {
+					outcomes[3] = p.OutcomeReadOnly
+				}
+				ev = p.Result{Now: now, Branch: id, Op: ops[(a>>4)%len(ops)], Attempt: b % 4, Outcome: outcomes[(a>>5)%4]}
 			case 1:
 				ev = p.Register{Now: now, Branch: p.Branch{ID: id, ForwardURL: "f", BackwardURL: "b", Payload: []byte{byte(b % 2)}}}
 			case 2:

@@ -10,12 +10,13 @@ import (
 	p "github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/protocol/saga"
 	"github.com/concordtm/concord/internal/protocol/tcc"
+	"github.com/concordtm/concord/internal/protocol/twopc"
 )
 
 // This file holds what the script, table, property and fuzz tests share:
 // the machines by mode and a stable text rendering of states and effects.
 
-var machines = []*p.Machine{saga.Machine, tcc.Machine}
+var machines = []*p.Machine{saga.Machine, tcc.Machine, twopc.Machine}
 
 func machineFor(m p.Mode) *p.Machine {
 	for _, mc := range machines {
@@ -26,10 +27,13 @@ func machineFor(m p.Mode) *p.Machine {
 	return nil
 }
 
-// allStatuses lists every status, StatusNew first.
+// allStatuses lists every status, StatusNew first. (Later additions go at
+// the end, so that the table walk's random draws for the older statuses
+// stay as they were.)
 var allStatuses = []p.Status{
 	p.StatusNew, p.StatusRunning, p.StatusConfirming, p.StatusCompensating,
 	p.StatusCancelling, p.StatusSucceeded, p.StatusAborted, p.StatusStuck,
+	p.StatusCommitting,
 }
 
 // allKinds lists every event kind.
@@ -86,7 +90,11 @@ func fmtTxn(t p.Txn) string {
 	}
 	sb.WriteString("\n")
 	for _, b := range t.Branches {
-		fmt.Fprintf(&sb, "  %s: %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), b.BackwardOp, fmtOp(b.Bwd))
+		bwd := string(b.BackwardOp)
+		if bwd == "" {
+			bwd = "phase2" // a 2pc branch before the decision
+		}
+		fmt.Fprintf(&sb, "  %s: %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), bwd, fmtOp(b.Bwd))
 		if len(b.History) > 0 {
 			fmt.Fprintf(&sb, " history=%d", len(b.History))
 		}

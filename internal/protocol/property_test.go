@@ -14,7 +14,8 @@ import (
 	p "github.com/concordtm/concord/internal/protocol"
 )
 
-// A seeded random simulation: random sagas and TCCs driven by a scheduler
+// A seeded random simulation: random sagas, TCCs and two-phase commits
+// driven by a scheduler
 // that answers calls out of order with random outcomes, repeats answers,
 // fires timers, restarts the coordinator (losing calls in flight) and
 // retries stuck transactions. Invariants are checked after every step and
@@ -53,7 +54,7 @@ func TestRandomRuns(t *testing.T) {
 		}
 	}
 	// Every ending must be reached for the test to mean something.
-	for _, k := range []string{"saga/succeeded", "saga/aborted", "tcc/succeeded", "tcc/aborted"} {
+	for _, k := range []string{"saga/succeeded", "saga/aborted", "tcc/succeeded", "tcc/aborted", "2pc/succeeded", "2pc/aborted"} {
 		if finals[k] == 0 {
 			t.Errorf("no run ended %s (endings: %v)", k, finals)
 		}
@@ -90,6 +91,11 @@ type sim struct {
 	toRegister    []p.Branch
 	decided       bool
 
+	// 2PC: votes as the participants cast them (answers the machine took,
+	// not stale ones), and whether the commit decision was persisted.
+	votedYes, votedReadOnly, votedNo map[string]bool
+	commitDurable                    bool
+
 	// visit, when set, sees every state the run passes through.
 	visit func(p.Txn)
 }
@@ -99,6 +105,7 @@ func newSim(seed uint64) *sim {
 	s := &sim{
 		rng: rng, now: int64(time.Millisecond),
 		calls: map[string]map[p.Op]int{}, firstComp: map[string]int{}, bwdDone: map[string]int{}, deps: map[string][]string{},
+		votedYes: map[string]bool{}, votedReadOnly: map[string]bool{}, votedNo: map[string]bool{},
 	}
 	o := p.Options{
 		BranchTimeout:    int64(time.Second),
@@ -112,7 +119,18 @@ func newSim(seed uint64) *sim {
 	}
 	n := 1 + rng.IntN(5)
 	gid := "g" + strconv.FormatUint(seed, 10)
-	if rng.IntN(2) == 0 {
+	if seed%3 == 0 {
+		// Every third seed is a 2PC; the others draw saga or TCC exactly
+		// as before 2PC existed.
+		s.m = machineFor(p.ModeTwoPC)
+		txn := p.Txn{GID: gid, Mode: p.ModeTwoPC, Options: o}
+		for i := range n {
+			id := "b" + strconv.Itoa(i)
+			txn.Branches = append(txn.Branches, p.Branch{ID: id, ForwardURL: "u/" + id, Payload: []byte{byte(i)}})
+		}
+		s.log = append(s.log, fmt.Sprintf("2pc %s branches=%d options=%+v", gid, n, o))
+		s.pendingSubmit = &p.Submit{Now: s.now, Txn: txn}
+	} else if rng.IntN(2) == 0 {
 		s.m = machineFor(p.ModeSaga)
 		txn := p.Txn{GID: gid, Mode: p.ModeSaga, Options: o, Concurrent: rng.IntN(3) > 0}
 		for i := range n {
@@ -205,6 +223,9 @@ func (s *sim) next() (p.Event, error) {
 		return p.Retry{Now: s.now}, nil
 	case !s.calm && r < 5 && s.txn.Status == p.StatusRunning && s.m.Mode == p.ModeSaga:
 		return p.Abort{Now: s.now, Reason: "random"}, nil
+	case !s.calm && r < 5 && s.m.Mode == p.ModeTwoPC:
+		// Allowed while voting, refused once commit is decided.
+		return p.Abort{Now: s.now, Reason: "random"}, nil
 	case !s.calm && r < 7 && len(s.delivered) > 0:
 		d := s.delivered[s.rng.IntN(len(s.delivered))]
 		d.Now = s.now
@@ -268,6 +289,9 @@ func (s *sim) answer() p.Event {
 			out = p.OutcomeUnknown
 		}
 	}
+	if c.call.Op == p.OpPrepare && out == p.OutcomeSuccess && s.rng.IntN(4) == 0 {
+		out = p.OutcomeReadOnly
+	}
 	res := p.Result{Now: s.now, Branch: c.call.Branch, Op: c.call.Op, Attempt: c.call.Attempt, Started: c.started, Outcome: out, Error: string(out)}
 	s.delivered = append(s.delivered, res)
 	return res
@@ -305,6 +329,16 @@ func (s *sim) deliver(ev p.Event) error {
 	}
 	if tr == nil {
 		return fmt.Errorf("%s in %q accepted but the table has no row", ev.Kind(), s.txn.Status)
+	}
+	if r, ok := ev.(p.Result); ok && !stale && r.Op == p.OpPrepare {
+		switch r.Outcome {
+		case p.OutcomeSuccess:
+			s.votedYes[r.Branch] = true
+		case p.OutcomeReadOnly:
+			s.votedReadOnly[r.Branch] = true
+		case p.OutcomeRejected:
+			s.votedNo[r.Branch] = true
+		}
 	}
 	for _, l := range strings.Split(strings.TrimSpace(fmtTxn(nt)+"\n"+fmtEffects(fx)), "\n") {
 		s.log = append(s.log, "  "+l)
@@ -345,6 +379,10 @@ func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
 		case p.Persist:
 			if i != 0 {
 				return fmt.Errorf("Persist at position %d", i)
+			}
+			if nt.Mode == p.ModeTwoPC && (nt.Status == p.StatusCommitting || nt.Status == p.StatusSucceeded ||
+				nt.Status == p.StatusStuck && nt.StuckPhase == p.StatusCommitting) {
+				s.commitDurable = true
 			}
 		case p.Report, p.Alert:
 			if !persisted {
@@ -417,8 +455,47 @@ func (s *sim) checkCall(nt p.Txn, c p.Call) error {
 		if nt.Status != p.StatusCancelling {
 			return fmt.Errorf("cancel in status %q", nt.Status)
 		}
+	case p.OpPrepare:
+		if nt.Status != p.StatusRunning {
+			return fmt.Errorf("prepare in status %q", nt.Status)
+		}
+	case p.OpCommit:
+		if nt.Status != p.StatusCommitting || !s.commitDurable {
+			return fmt.Errorf("commit in status %q, decision persisted: %v", nt.Status, s.commitDurable)
+		}
+		for _, o := range nt.Branches {
+			if !s.votedYes[o.ID] && !s.votedReadOnly[o.ID] {
+				return fmt.Errorf("commit although branch %s has not voted yes", o.ID)
+			}
+		}
+		if s.votedReadOnly[c.Branch] {
+			return fmt.Errorf("commit to a read-only branch")
+		}
+		if s.sentAny(p.OpAbort) {
+			return fmt.Errorf("commit after an abort was sent")
+		}
+	case p.OpAbort:
+		if nt.Status != p.StatusAborted {
+			return fmt.Errorf("abort in status %q", nt.Status)
+		}
+		if s.votedReadOnly[c.Branch] || s.votedNo[c.Branch] || s.calls[c.Branch][p.OpPrepare] == 0 {
+			return fmt.Errorf("abort to a branch that cannot have prepared")
+		}
+		if s.sentAny(p.OpCommit) {
+			return fmt.Errorf("abort after a commit was sent")
+		}
 	}
 	return nil
+}
+
+// sentAny reports whether op was called on any branch.
+func (s *sim) sentAny(op p.Op) bool {
+	for _, c := range s.calls {
+		if c[op] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // checkState checks what must hold in every state.
@@ -431,8 +508,13 @@ func (s *sim) checkState(nt p.Txn) error {
 		}
 		switch nt.Status {
 		case p.StatusRunning:
-			if b.Bwd.Status != p.OpIdle {
+			readOnly := nt.Mode == p.ModeTwoPC && b.Fwd.Status == p.OpDone && b.Bwd.Status == p.OpSkipped
+			if b.Bwd.Status != p.OpIdle && !readOnly {
 				return fmt.Errorf("branch %s: backward op %s while running", b.ID, fmtOp(b.Bwd))
+			}
+		case p.StatusCommitting:
+			if b.Fwd.Status != p.OpDone {
+				return fmt.Errorf("committing but branch %s prepare is %s", b.ID, fmtOp(b.Fwd))
 			}
 		case p.StatusSucceeded:
 			if b.Fwd.Status != p.OpDone {
@@ -473,6 +555,27 @@ func (s *sim) checkEnd() error {
 						return fmt.Errorf("branch %s compensated (step %d) before dependent %s was (step %d)", b.ID, s.firstComp[b.ID], id, done)
 					}
 				}
+			}
+		case t.Mode == p.ModeTwoPC && t.Status == p.StatusSucceeded:
+			if c[p.OpAbort] > 0 {
+				return fmt.Errorf("succeeded 2pc: branch %s was sent %d aborts", b.ID, c[p.OpAbort])
+			}
+			if s.votedReadOnly[b.ID] {
+				if c[p.OpCommit] > 0 || b.Bwd.Status != p.OpSkipped {
+					return fmt.Errorf("succeeded 2pc: read-only branch %s: commit %s (%d calls)", b.ID, fmtOp(b.Bwd), c[p.OpCommit])
+				}
+				continue
+			}
+			if !s.votedYes[b.ID] || b.Bwd.Status != p.OpDone || c[p.OpCommit] == 0 {
+				return fmt.Errorf("succeeded 2pc: branch %s voted yes=%v, commit %s (%d calls)", b.ID, s.votedYes[b.ID], fmtOp(b.Bwd), c[p.OpCommit])
+			}
+		case t.Mode == p.ModeTwoPC:
+			// Presumed abort: one abort, unacknowledged, to every branch
+			// that may have prepared; none to the others.
+			mayHavePrepared := c[p.OpPrepare] > 0 && !s.votedNo[b.ID] && !s.votedReadOnly[b.ID]
+			if c[p.OpCommit] > 0 || (mayHavePrepared && c[p.OpAbort] != 1) || (!mayHavePrepared && c[p.OpAbort] != 0) {
+				return fmt.Errorf("aborted 2pc: branch %s prepare %s (%d calls, yes=%v no=%v read-only=%v), %d commits, %d aborts",
+					b.ID, fmtOp(b.Fwd), c[p.OpPrepare], s.votedYes[b.ID], s.votedNo[b.ID], s.votedReadOnly[b.ID], c[p.OpCommit], c[p.OpAbort])
 			}
 		case t.Status == p.StatusSucceeded:
 			if b.Fwd.Status != p.OpDone || c[p.OpCancel] > 0 {

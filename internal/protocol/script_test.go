@@ -27,13 +27,13 @@ import (
 // Commands (times are durations since the script's epoch; at= moves the
 // virtual clock, which never goes back):
 //
-//	submit saga|tcc gid=G branches=N|a,b,c [concurrent] [after=b:a;d:b+c]
+//	submit saga|tcc|2pc gid=G branches=N|a,b,c [concurrent] [after=b:a;d:b+c]
 //	       [timeout=D] [max_attempts=N] [max_total=N] [retry_initial=D]
 //	       [retry_max=D] [branch_timeout=D] [at=D]
 //	register id=ID [url=U] [payload=P] [at=D]
 //	commit [at=D]
 //	rollback [reason=R] [at=D]
-//	result b=ID op=OP outcome=success|rejected|unknown [err=E] [attempt=N] [at=D]
+//	result b=ID op=OP outcome=success|rejected|unknown|read-only [err=E] [attempt=N] [at=D]
 //	tick [at=D]
 //	crash-recover [at=D]
 //	retry [at=D]
@@ -278,10 +278,15 @@ func (s *scriptRun) submit(mode p.Mode, flags []string, get func(k, def string) 
 		ids = strings.Split(spec, ",")
 	}
 	for _, id := range ids {
-		txn.Branches = append(txn.Branches, p.Branch{
+		b := p.Branch{
 			ID: id, ForwardURL: "http://svc/" + id + "/action", BackwardURL: "http://svc/" + id + "/compensate",
 			Payload: []byte(id),
-		})
+		}
+		if mode == p.ModeTwoPC {
+			// One URL for prepare, commit and abort.
+			b.ForwardURL, b.BackwardURL = "http://svc/"+id, "http://svc/"+id
+		}
+		txn.Branches = append(txn.Branches, b)
 	}
 	if after := get("after", ""); after != "" {
 		for _, rule := range strings.Split(after, ";") {

@@ -45,7 +45,9 @@ func randomEvent(rng *rand.Rand, m *p.Machine, t p.Txn, k p.EventKind) p.Event {
 		}
 		for i := range rng.IntN(4) {
 			b := p.Branch{ID: strconv.Itoa(i), ForwardURL: "f", BackwardURL: "b"}
-			if i > 0 && rng.IntN(2) == 0 {
+			if m.Mode == p.ModeTwoPC {
+				b.BackwardURL = b.ForwardURL // one participant URL, no ordering
+			} else if i > 0 && rng.IntN(2) == 0 {
 				b.After = []string{strconv.Itoa(rng.IntN(i))}
 			}
 			txn.Branches = append(txn.Branches, b)
@@ -74,7 +76,11 @@ func randomEvent(rng *rand.Rand, m *p.Machine, t p.Txn, k p.EventKind) p.Event {
 			}
 			r.Branch, r.Op, r.Attempt = b.ID, op, st.Attempts-1+rng.IntN(3)
 		}
-		r.Outcome = []p.Outcome{p.OutcomeSuccess, p.OutcomeRejected, p.OutcomeUnknown}[rng.IntN(3)]
+		outcomes := []p.Outcome{p.OutcomeSuccess, p.OutcomeRejected, p.OutcomeUnknown}
+		if m.Mode == p.ModeTwoPC {
+			outcomes = append(outcomes, p.OutcomeReadOnly)
+		}
+		r.Outcome = outcomes[rng.IntN(len(outcomes))]
 		return r
 	case p.EvTick:
 		return p.Tick{Now: now}

@@ -7,8 +7,9 @@ type Mode string
 
 // Modes.
 const (
-	ModeSaga Mode = "saga"
-	ModeTCC  Mode = "tcc"
+	ModeSaga  Mode = "saga"
+	ModeTCC   Mode = "tcc"
+	ModeTwoPC Mode = "2pc"
 )
 
 // Status is a transaction's place in its life cycle.
@@ -16,14 +17,17 @@ type Status string
 
 // Statuses. Not every mode uses every status: a saga goes running →
 // succeeded or running → compensating → aborted; a TCC goes running (trying)
-// → confirming → succeeded or running → cancelling → aborted. A phase whose
-// calls keep failing turns stuck until an operator retries it.
+// → confirming → succeeded or running → cancelling → aborted; a two-phase
+// commit goes running (preparing) → committing → succeeded or running →
+// aborted. A phase whose calls keep failing turns stuck until an operator
+// retries it.
 const (
 	StatusNew          Status = "" // before the first event
 	StatusRunning      Status = "running"
 	StatusConfirming   Status = "confirming"
 	StatusCompensating Status = "compensating"
 	StatusCancelling   Status = "cancelling"
+	StatusCommitting   Status = "committing" // 2pc: decided commit, phase 2 under way
 	StatusSucceeded    Status = "succeeded"
 	StatusAborted      Status = "aborted"
 	StatusStuck        Status = "stuck"
@@ -42,6 +46,9 @@ const (
 	OpCompensate Op = "compensate"
 	OpConfirm    Op = "confirm"
 	OpCancel     Op = "cancel"
+	OpPrepare    Op = "prepare" // 2pc phase 1: vote
+	OpCommit     Op = "commit"  // 2pc phase 2 after a commit decision
+	OpAbort      Op = "abort"   // 2pc phase 2 after an abort decision
 )
 
 // OpStatus is the state of one operation (forward or backward) of a branch.
@@ -64,8 +71,9 @@ type Outcome string
 // Outcomes.
 const (
 	OutcomeSuccess  Outcome = "success"
-	OutcomeRejected Outcome = "rejected" // business no: abort or compensate
-	OutcomeUnknown  Outcome = "unknown"  // may or may not have happened: retry
+	OutcomeRejected Outcome = "rejected"  // business no: abort or compensate
+	OutcomeUnknown  Outcome = "unknown"   // may or may not have happened: retry
+	OutcomeReadOnly Outcome = "read-only" // 2pc prepare: yes, and nothing to commit or abort
 )
 
 // OpState tracks one operation of one branch.
@@ -91,7 +99,8 @@ type Attempt struct {
 const MaxHistory = 64
 
 // Branch is one participant's part of a transaction. Forward is the saga
-// action or the TCC confirm; Backward is the compensation or the cancel.
+// action, the TCC confirm or the 2PC prepare; Backward is the compensation,
+// the cancel or the 2PC phase 2 (commit or abort, set at the decision).
 type Branch struct {
 	ID          string    `json:"id"`
 	ForwardOp   Op        `json:"fwd_op"`

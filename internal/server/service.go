@@ -92,6 +92,33 @@ func (s *Service) SubmitSaga(ctx context.Context, req *connect.Request[v1.Submit
 	return s.respond(ctx, t, r.Wait)
 }
 
+func (s *Service) SubmitTwoPC(ctx context.Context, req *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	r := req.Msg
+	if err := s.checkTwoPC(r); err != nil {
+		return nil, invalid(err)
+	}
+	spec := coordinator.TwoPCSpec{GID: r.Gid, Options: optionsFromProto(r.Options)}
+	for _, b := range r.Branches {
+		spec.Branches = append(spec.Branches, protocol.Branch{ID: b.Id, ForwardURL: b.Url, Payload: []byte(b.Payload)})
+	}
+	t, err := s.coord.SubmitTwoPC(ctx, spec)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return s.respond(ctx, t, r.Wait)
+}
+
+func (s *Service) GetDecision(ctx context.Context, req *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error) {
+	if err := checkID("gid", req.Msg.Gid, true); err != nil {
+		return nil, invalid(err)
+	}
+	d, err := s.coord.Decision(ctx, req.Msg.Gid)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&v1.GetDecisionResponse{Decision: string(d)}), nil
+}
+
 func (s *Service) respond(ctx context.Context, t protocol.Txn, wait bool) (*connect.Response[v1.SubmitResponse], error) {
 	if !wait {
 		return connect.NewResponse(&v1.SubmitResponse{Transaction: toProto(t)}), nil
@@ -189,15 +216,15 @@ func (s *Service) GetTransaction(ctx context.Context, req *connect.Request[v1.Ge
 	return connect.NewResponse(&v1.GetTransactionResponse{Transaction: toProto(t)}), nil
 }
 
-var knownStatuses = map[string]bool{"running": true, "confirming": true, "compensating": true, "cancelling": true, "succeeded": true, "aborted": true, "stuck": true}
+var knownStatuses = map[string]bool{"running": true, "confirming": true, "compensating": true, "cancelling": true, "committing": true, "succeeded": true, "aborted": true, "stuck": true}
 
 func (s *Service) ListTransactions(ctx context.Context, req *connect.Request[v1.ListTransactionsRequest]) (*connect.Response[v1.ListTransactionsResponse], error) {
 	r := req.Msg
 	if r.Status != "" && !knownStatuses[r.Status] {
-		return nil, invalid(fmt.Errorf("status %q is not one of running, confirming, compensating, cancelling, succeeded, aborted, stuck", r.Status))
+		return nil, invalid(fmt.Errorf("status %q is not one of running, confirming, compensating, cancelling, committing, succeeded, aborted, stuck", r.Status))
 	}
-	if r.Mode != "" && r.Mode != "saga" && r.Mode != "tcc" {
-		return nil, invalid(fmt.Errorf("mode %q is not one of saga, tcc", r.Mode))
+	if r.Mode != "" && r.Mode != "saga" && r.Mode != "tcc" && r.Mode != "2pc" {
+		return nil, invalid(fmt.Errorf("mode %q is not one of saga, tcc, 2pc", r.Mode))
 	}
 	if r.Limit < 0 || r.Limit > 1000 {
 		return nil, invalid(fmt.Errorf("limit = %d: must be between 0 and 1000", r.Limit))

@@ -136,6 +136,31 @@ func (s *Service) checkSaga(r *v1.SubmitSagaRequest) error {
 	return checkOptions(r.Options)
 }
 
+func (s *Service) checkTwoPC(r *v1.SubmitTwoPCRequest) error {
+	if err := checkID("gid", r.Gid, false); err != nil {
+		return err
+	}
+	if len(r.Branches) == 0 {
+		return fmt.Errorf("branches: a 2pc transaction needs at least one branch")
+	}
+	if len(r.Branches) > s.limits.MaxBranches {
+		return fmt.Errorf("branches: %d given, at most %d allowed", len(r.Branches), s.limits.MaxBranches)
+	}
+	for i, b := range r.Branches {
+		what := fmt.Sprintf("branches[%d]", i)
+		if err := checkID(what+".id", b.Id, false); err != nil {
+			return err
+		}
+		if err := checkURL(what+".url", b.Url); err != nil {
+			return err
+		}
+		if err := s.checkPayload(what, b.Payload); err != nil {
+			return err
+		}
+	}
+	return checkOptions(r.Options)
+}
+
 func (s *Service) checkRegister(r *v1.RegisterBranchRequest) error {
 	if err := checkID("gid", r.Gid, true); err != nil {
 		return err

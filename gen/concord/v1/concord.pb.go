@@ -411,6 +411,228 @@ func (x *SubmitResponse) GetTransaction() *Transaction {
 	return nil
 }
 
+type TwoPCBranch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional id, unique in the transaction; default "1", "2", ...
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The participant's URL; prepare, commit and abort are all POSTed here,
+	// told apart by the Concord-Op header.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// Request body sent verbatim with every operation.
+	Payload       string `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TwoPCBranch) Reset() {
+	*x = TwoPCBranch{}
+	mi := &file_concord_v1_concord_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TwoPCBranch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TwoPCBranch) ProtoMessage() {}
+
+func (x *TwoPCBranch) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TwoPCBranch.ProtoReflect.Descriptor instead.
+func (*TwoPCBranch) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TwoPCBranch) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TwoPCBranch) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *TwoPCBranch) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+type SubmitTwoPCRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Gid      string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
+	Branches []*TwoPCBranch         `protobuf:"bytes,2,rep,name=branches,proto3" json:"branches,omitempty"`
+	Options  *TransactionOptions    `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	// Return only when the transaction is final (or stuck).
+	Wait          bool `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitTwoPCRequest) Reset() {
+	*x = SubmitTwoPCRequest{}
+	mi := &file_concord_v1_concord_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitTwoPCRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitTwoPCRequest) ProtoMessage() {}
+
+func (x *SubmitTwoPCRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitTwoPCRequest.ProtoReflect.Descriptor instead.
+func (*SubmitTwoPCRequest) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SubmitTwoPCRequest) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *SubmitTwoPCRequest) GetBranches() []*TwoPCBranch {
+	if x != nil {
+		return x.Branches
+	}
+	return nil
+}
+
+func (x *SubmitTwoPCRequest) GetOptions() *TransactionOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *SubmitTwoPCRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+type GetDecisionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Gid           string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDecisionRequest) Reset() {
+	*x = GetDecisionRequest{}
+	mi := &file_concord_v1_concord_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDecisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDecisionRequest) ProtoMessage() {}
+
+func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
+func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetDecisionRequest) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+type GetDecisionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// commit | abort | pending
+	Decision      string `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDecisionResponse) Reset() {
+	*x = GetDecisionResponse{}
+	mi := &file_concord_v1_concord_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDecisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDecisionResponse) ProtoMessage() {}
+
+func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
+func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetDecisionResponse) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
 type BeginTCCRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Gid           string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
@@ -421,7 +643,7 @@ type BeginTCCRequest struct {
 
 func (x *BeginTCCRequest) Reset() {
 	*x = BeginTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[6]
+	mi := &file_concord_v1_concord_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +655,7 @@ func (x *BeginTCCRequest) String() string {
 func (*BeginTCCRequest) ProtoMessage() {}
 
 func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[6]
+	mi := &file_concord_v1_concord_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +668,7 @@ func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTCCRequest.ProtoReflect.Descriptor instead.
 func (*BeginTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{6}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BeginTCCRequest) GetGid() string {
@@ -482,7 +704,7 @@ type RegisterBranchRequest struct {
 
 func (x *RegisterBranchRequest) Reset() {
 	*x = RegisterBranchRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[7]
+	mi := &file_concord_v1_concord_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +716,7 @@ func (x *RegisterBranchRequest) String() string {
 func (*RegisterBranchRequest) ProtoMessage() {}
 
 func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[7]
+	mi := &file_concord_v1_concord_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +729,7 @@ func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchRequest.ProtoReflect.Descriptor instead.
 func (*RegisterBranchRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{7}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegisterBranchRequest) GetGid() string {
@@ -568,7 +790,7 @@ type RegisterBranchResponse struct {
 
 func (x *RegisterBranchResponse) Reset() {
 	*x = RegisterBranchResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[8]
+	mi := &file_concord_v1_concord_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +802,7 @@ func (x *RegisterBranchResponse) String() string {
 func (*RegisterBranchResponse) ProtoMessage() {}
 
 func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[8]
+	mi := &file_concord_v1_concord_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +815,7 @@ func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchResponse.ProtoReflect.Descriptor instead.
 func (*RegisterBranchResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{8}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RegisterBranchResponse) GetTransaction() *Transaction {
@@ -614,7 +836,7 @@ type EndTCCRequest struct {
 
 func (x *EndTCCRequest) Reset() {
 	*x = EndTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[9]
+	mi := &file_concord_v1_concord_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +848,7 @@ func (x *EndTCCRequest) String() string {
 func (*EndTCCRequest) ProtoMessage() {}
 
 func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[9]
+	mi := &file_concord_v1_concord_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +861,7 @@ func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTCCRequest.ProtoReflect.Descriptor instead.
 func (*EndTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{9}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EndTCCRequest) GetGid() string {
@@ -667,7 +889,7 @@ type GetTransactionRequest struct {
 
 func (x *GetTransactionRequest) Reset() {
 	*x = GetTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +901,7 @@ func (x *GetTransactionRequest) String() string {
 func (*GetTransactionRequest) ProtoMessage() {}
 
 func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +914,7 @@ func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionRequest.ProtoReflect.Descriptor instead.
 func (*GetTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{10}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetTransactionRequest) GetGid() string {
@@ -725,7 +947,7 @@ type GetTransactionResponse struct {
 
 func (x *GetTransactionResponse) Reset() {
 	*x = GetTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[11]
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +959,7 @@ func (x *GetTransactionResponse) String() string {
 func (*GetTransactionResponse) ProtoMessage() {}
 
 func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[11]
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +972,7 @@ func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionResponse.ProtoReflect.Descriptor instead.
 func (*GetTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{11}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetTransactionResponse) GetTransaction() *Transaction {
@@ -774,7 +996,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[12]
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1008,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[12]
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1021,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{12}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTransactionsRequest) GetStatus() string {
@@ -847,7 +1069,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[13]
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1081,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[13]
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1094,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{13}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -898,7 +1120,7 @@ type RetryTransactionRequest struct {
 
 func (x *RetryTransactionRequest) Reset() {
 	*x = RetryTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1132,7 @@ func (x *RetryTransactionRequest) String() string {
 func (*RetryTransactionRequest) ProtoMessage() {}
 
 func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1145,7 @@ func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionRequest.ProtoReflect.Descriptor instead.
 func (*RetryTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RetryTransactionRequest) GetGid() string {
@@ -942,7 +1164,7 @@ type RetryTransactionResponse struct {
 
 func (x *RetryTransactionResponse) Reset() {
 	*x = RetryTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1176,7 @@ func (x *RetryTransactionResponse) String() string {
 func (*RetryTransactionResponse) ProtoMessage() {}
 
 func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1189,7 @@ func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionResponse.ProtoReflect.Descriptor instead.
 func (*RetryTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RetryTransactionResponse) GetTransaction() *Transaction {
@@ -987,7 +1209,7 @@ type AbortTransactionRequest struct {
 
 func (x *AbortTransactionRequest) Reset() {
 	*x = AbortTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1221,7 @@ func (x *AbortTransactionRequest) String() string {
 func (*AbortTransactionRequest) ProtoMessage() {}
 
 func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1234,7 @@ func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionRequest.ProtoReflect.Descriptor instead.
 func (*AbortTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AbortTransactionRequest) GetGid() string {
@@ -1038,7 +1260,7 @@ type AbortTransactionResponse struct {
 
 func (x *AbortTransactionResponse) Reset() {
 	*x = AbortTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1272,7 @@ func (x *AbortTransactionResponse) String() string {
 func (*AbortTransactionResponse) ProtoMessage() {}
 
 func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1285,7 @@ func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionResponse.ProtoReflect.Descriptor instead.
 func (*AbortTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AbortTransactionResponse) GetTransaction() *Transaction {
@@ -1101,7 +1323,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1335,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1348,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Transaction) GetGid() string {
@@ -1239,7 +1461,7 @@ type Branch struct {
 
 func (x *Branch) Reset() {
 	*x = Branch{}
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1473,7 @@ func (x *Branch) String() string {
 func (*Branch) ProtoMessage() {}
 
 func (x *Branch) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1486,7 @@ func (x *Branch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Branch.ProtoReflect.Descriptor instead.
 func (*Branch) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Branch) GetId() string {
@@ -1352,7 +1574,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1586,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1599,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Attempt) GetOp() string {
@@ -1458,7 +1680,20 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\aoptions\x18\x04 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\x12\x12\n" +
 	"\x04wait\x18\x05 \x01(\bR\x04wait\"K\n" +
 	"\x0eSubmitResponse\x129\n" +
-	"\vtransaction\x18\x01 \x01(\v2\x17.concord.v1.TransactionR\vtransaction\"]\n" +
+	"\vtransaction\x18\x01 \x01(\v2\x17.concord.v1.TransactionR\vtransaction\"I\n" +
+	"\vTwoPCBranch\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\tR\apayload\"\xa9\x01\n" +
+	"\x12SubmitTwoPCRequest\x12\x10\n" +
+	"\x03gid\x18\x01 \x01(\tR\x03gid\x123\n" +
+	"\bbranches\x18\x02 \x03(\v2\x17.concord.v1.TwoPCBranchR\bbranches\x128\n" +
+	"\aoptions\x18\x03 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\x12\x12\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\"&\n" +
+	"\x12GetDecisionRequest\x12\x10\n" +
+	"\x03gid\x18\x01 \x01(\tR\x03gid\"1\n" +
+	"\x13GetDecisionResponse\x12\x1a\n" +
+	"\bdecision\x18\x01 \x01(\tR\bdecision\"]\n" +
 	"\x0fBeginTCCRequest\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x128\n" +
 	"\aoptions\x18\x02 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\"\xe2\x01\n" +
@@ -1541,7 +1776,7 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\vduration_us\x18\x04 \x01(\x03R\n" +
 	"durationUs\x12\x18\n" +
 	"\aoutcome\x18\x05 \x01(\tR\aoutcome\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error2\xbc\x06\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error2\xd7\a\n" +
 	"\x12CoordinatorService\x12?\n" +
 	"\x06NewGID\x12\x19.concord.v1.NewGIDRequest\x1a\x1a.concord.v1.NewGIDResponse\x12G\n" +
 	"\n" +
@@ -1549,7 +1784,9 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\bBeginTCC\x12\x1b.concord.v1.BeginTCCRequest\x1a\x1a.concord.v1.SubmitResponse\x12W\n" +
 	"\x0eRegisterBranch\x12!.concord.v1.RegisterBranchRequest\x1a\".concord.v1.RegisterBranchResponse\x12B\n" +
 	"\tCommitTCC\x12\x19.concord.v1.EndTCCRequest\x1a\x1a.concord.v1.SubmitResponse\x12D\n" +
-	"\vRollbackTCC\x12\x19.concord.v1.EndTCCRequest\x1a\x1a.concord.v1.SubmitResponse\x12W\n" +
+	"\vRollbackTCC\x12\x19.concord.v1.EndTCCRequest\x1a\x1a.concord.v1.SubmitResponse\x12I\n" +
+	"\vSubmitTwoPC\x12\x1e.concord.v1.SubmitTwoPCRequest\x1a\x1a.concord.v1.SubmitResponse\x12N\n" +
+	"\vGetDecision\x12\x1e.concord.v1.GetDecisionRequest\x1a\x1f.concord.v1.GetDecisionResponse\x12W\n" +
 	"\x0eGetTransaction\x12!.concord.v1.GetTransactionRequest\x1a\".concord.v1.GetTransactionResponse\x12]\n" +
 	"\x10ListTransactions\x12#.concord.v1.ListTransactionsRequest\x1a$.concord.v1.ListTransactionsResponse\x12]\n" +
 	"\x10RetryTransaction\x12#.concord.v1.RetryTransactionRequest\x1a$.concord.v1.RetryTransactionResponse\x12]\n" +
@@ -1567,7 +1804,7 @@ func file_concord_v1_concord_proto_rawDescGZIP() []byte {
 	return file_concord_v1_concord_proto_rawDescData
 }
 
-var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_concord_v1_concord_proto_goTypes = []any{
 	(*NewGIDRequest)(nil),            // 0: concord.v1.NewGIDRequest
 	(*NewGIDResponse)(nil),           // 1: concord.v1.NewGIDResponse
@@ -1575,60 +1812,70 @@ var file_concord_v1_concord_proto_goTypes = []any{
 	(*SagaBranch)(nil),               // 3: concord.v1.SagaBranch
 	(*SubmitSagaRequest)(nil),        // 4: concord.v1.SubmitSagaRequest
 	(*SubmitResponse)(nil),           // 5: concord.v1.SubmitResponse
-	(*BeginTCCRequest)(nil),          // 6: concord.v1.BeginTCCRequest
-	(*RegisterBranchRequest)(nil),    // 7: concord.v1.RegisterBranchRequest
-	(*RegisterBranchResponse)(nil),   // 8: concord.v1.RegisterBranchResponse
-	(*EndTCCRequest)(nil),            // 9: concord.v1.EndTCCRequest
-	(*GetTransactionRequest)(nil),    // 10: concord.v1.GetTransactionRequest
-	(*GetTransactionResponse)(nil),   // 11: concord.v1.GetTransactionResponse
-	(*ListTransactionsRequest)(nil),  // 12: concord.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil), // 13: concord.v1.ListTransactionsResponse
-	(*RetryTransactionRequest)(nil),  // 14: concord.v1.RetryTransactionRequest
-	(*RetryTransactionResponse)(nil), // 15: concord.v1.RetryTransactionResponse
-	(*AbortTransactionRequest)(nil),  // 16: concord.v1.AbortTransactionRequest
-	(*AbortTransactionResponse)(nil), // 17: concord.v1.AbortTransactionResponse
-	(*Transaction)(nil),              // 18: concord.v1.Transaction
-	(*Branch)(nil),                   // 19: concord.v1.Branch
-	(*Attempt)(nil),                  // 20: concord.v1.Attempt
+	(*TwoPCBranch)(nil),              // 6: concord.v1.TwoPCBranch
+	(*SubmitTwoPCRequest)(nil),       // 7: concord.v1.SubmitTwoPCRequest
+	(*GetDecisionRequest)(nil),       // 8: concord.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),      // 9: concord.v1.GetDecisionResponse
+	(*BeginTCCRequest)(nil),          // 10: concord.v1.BeginTCCRequest
+	(*RegisterBranchRequest)(nil),    // 11: concord.v1.RegisterBranchRequest
+	(*RegisterBranchResponse)(nil),   // 12: concord.v1.RegisterBranchResponse
+	(*EndTCCRequest)(nil),            // 13: concord.v1.EndTCCRequest
+	(*GetTransactionRequest)(nil),    // 14: concord.v1.GetTransactionRequest
+	(*GetTransactionResponse)(nil),   // 15: concord.v1.GetTransactionResponse
+	(*ListTransactionsRequest)(nil),  // 16: concord.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil), // 17: concord.v1.ListTransactionsResponse
+	(*RetryTransactionRequest)(nil),  // 18: concord.v1.RetryTransactionRequest
+	(*RetryTransactionResponse)(nil), // 19: concord.v1.RetryTransactionResponse
+	(*AbortTransactionRequest)(nil),  // 20: concord.v1.AbortTransactionRequest
+	(*AbortTransactionResponse)(nil), // 21: concord.v1.AbortTransactionResponse
+	(*Transaction)(nil),              // 22: concord.v1.Transaction
+	(*Branch)(nil),                   // 23: concord.v1.Branch
+	(*Attempt)(nil),                  // 24: concord.v1.Attempt
 }
 var file_concord_v1_concord_proto_depIdxs = []int32{
 	3,  // 0: concord.v1.SubmitSagaRequest.branches:type_name -> concord.v1.SagaBranch
 	2,  // 1: concord.v1.SubmitSagaRequest.options:type_name -> concord.v1.TransactionOptions
-	18, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
-	2,  // 3: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
-	2,  // 4: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
-	18, // 5: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
-	18, // 6: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	18, // 7: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
-	18, // 8: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	18, // 9: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	19, // 10: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
-	20, // 11: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
-	0,  // 12: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
-	4,  // 13: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
-	6,  // 14: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
-	7,  // 15: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
-	9,  // 16: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
-	9,  // 17: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
-	10, // 18: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
-	12, // 19: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
-	14, // 20: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
-	16, // 21: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
-	1,  // 22: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
-	5,  // 23: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
-	5,  // 24: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
-	8,  // 25: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
-	5,  // 26: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
-	5,  // 27: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
-	11, // 28: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
-	13, // 29: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
-	15, // 30: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
-	17, // 31: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
-	22, // [22:32] is the sub-list for method output_type
-	12, // [12:22] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	22, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
+	6,  // 3: concord.v1.SubmitTwoPCRequest.branches:type_name -> concord.v1.TwoPCBranch
+	2,  // 4: concord.v1.SubmitTwoPCRequest.options:type_name -> concord.v1.TransactionOptions
+	2,  // 5: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
+	2,  // 6: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
+	22, // 7: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
+	22, // 8: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	22, // 9: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
+	22, // 10: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	22, // 11: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	23, // 12: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
+	24, // 13: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
+	0,  // 14: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
+	4,  // 15: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
+	10, // 16: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
+	11, // 17: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
+	13, // 18: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
+	13, // 19: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
+	7,  // 20: concord.v1.CoordinatorService.SubmitTwoPC:input_type -> concord.v1.SubmitTwoPCRequest
+	8,  // 21: concord.v1.CoordinatorService.GetDecision:input_type -> concord.v1.GetDecisionRequest
+	14, // 22: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
+	16, // 23: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
+	18, // 24: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
+	20, // 25: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
+	1,  // 26: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
+	5,  // 27: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
+	5,  // 28: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
+	12, // 29: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
+	5,  // 30: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
+	5,  // 31: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
+	5,  // 32: concord.v1.CoordinatorService.SubmitTwoPC:output_type -> concord.v1.SubmitResponse
+	9,  // 33: concord.v1.CoordinatorService.GetDecision:output_type -> concord.v1.GetDecisionResponse
+	15, // 34: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
+	17, // 35: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
+	19, // 36: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
+	21, // 37: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
+	26, // [26:38] is the sub-list for method output_type
+	14, // [14:26] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_concord_v1_concord_proto_init() }
@@ -1642,7 +1889,7 @@ func file_concord_v1_concord_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_concord_v1_concord_proto_rawDesc), len(file_concord_v1_concord_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

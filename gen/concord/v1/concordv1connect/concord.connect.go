@@ -60,6 +60,12 @@ const (
 	// CoordinatorServiceRollbackTCCProcedure is the fully-qualified name of the CoordinatorService's
 	// RollbackTCC RPC.
 	CoordinatorServiceRollbackTCCProcedure = "/concord.v1.CoordinatorService/RollbackTCC"
+	// CoordinatorServiceSubmitTwoPCProcedure is the fully-qualified name of the CoordinatorService's
+	// SubmitTwoPC RPC.
+	CoordinatorServiceSubmitTwoPCProcedure = "/concord.v1.CoordinatorService/SubmitTwoPC"
+	// CoordinatorServiceGetDecisionProcedure is the fully-qualified name of the CoordinatorService's
+	// GetDecision RPC.
+	CoordinatorServiceGetDecisionProcedure = "/concord.v1.CoordinatorService/GetDecision"
 	// CoordinatorServiceGetTransactionProcedure is the fully-qualified name of the CoordinatorService's
 	// GetTransaction RPC.
 	CoordinatorServiceGetTransactionProcedure = "/concord.v1.CoordinatorService/GetTransaction"
@@ -95,6 +101,15 @@ type CoordinatorServiceClient interface {
 	CommitTCC(context.Context, *connect.Request[v1.EndTCCRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// RollbackTCC: a Try failed; the coordinator cancels all branches.
 	RollbackTCC(context.Context, *connect.Request[v1.EndTCCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitTwoPC durably accepts a two-phase commit transaction and runs
+	// it: every participant is asked to prepare (vote yes, no or read-only),
+	// the decision is forced to the log, then phase 2 commits (retried until
+	// acknowledged) or aborts (presumed abort). Same gid rules as sagas.
+	SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// GetDecision answers a participant that waited too long for phase 2:
+	// commit, abort, or pending. A gid the coordinator does not know was
+	// never decided to commit, so the answer is abort (presumed abort).
+	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 	// GetTransaction returns a transaction with every branch's history.
 	// With wait set, it blocks (up to the request deadline or wait_timeout_ms)
 	// until the transaction is final.
@@ -157,6 +172,18 @@ func NewCoordinatorServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(coordinatorServiceMethods.ByName("RollbackTCC")),
 			connect.WithClientOptions(opts...),
 		),
+		submitTwoPC: connect.NewClient[v1.SubmitTwoPCRequest, v1.SubmitResponse](
+			httpClient,
+			baseURL+CoordinatorServiceSubmitTwoPCProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("SubmitTwoPC")),
+			connect.WithClientOptions(opts...),
+		),
+		getDecision: connect.NewClient[v1.GetDecisionRequest, v1.GetDecisionResponse](
+			httpClient,
+			baseURL+CoordinatorServiceGetDecisionProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("GetDecision")),
+			connect.WithClientOptions(opts...),
+		),
 		getTransaction: connect.NewClient[v1.GetTransactionRequest, v1.GetTransactionResponse](
 			httpClient,
 			baseURL+CoordinatorServiceGetTransactionProcedure,
@@ -192,6 +219,8 @@ type coordinatorServiceClient struct {
 	registerBranch   *connect.Client[v1.RegisterBranchRequest, v1.RegisterBranchResponse]
 	commitTCC        *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
 	rollbackTCC      *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
+	submitTwoPC      *connect.Client[v1.SubmitTwoPCRequest, v1.SubmitResponse]
+	getDecision      *connect.Client[v1.GetDecisionRequest, v1.GetDecisionResponse]
 	getTransaction   *connect.Client[v1.GetTransactionRequest, v1.GetTransactionResponse]
 	listTransactions *connect.Client[v1.ListTransactionsRequest, v1.ListTransactionsResponse]
 	retryTransaction *connect.Client[v1.RetryTransactionRequest, v1.RetryTransactionResponse]
@@ -226,6 +255,16 @@ func (c *coordinatorServiceClient) CommitTCC(ctx context.Context, req *connect.R
 // RollbackTCC calls concord.v1.CoordinatorService.RollbackTCC.
 func (c *coordinatorServiceClient) RollbackTCC(ctx context.Context, req *connect.Request[v1.EndTCCRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return c.rollbackTCC.CallUnary(ctx, req)
+}
+
+// SubmitTwoPC calls concord.v1.CoordinatorService.SubmitTwoPC.
+func (c *coordinatorServiceClient) SubmitTwoPC(ctx context.Context, req *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return c.submitTwoPC.CallUnary(ctx, req)
+}
+
+// GetDecision calls concord.v1.CoordinatorService.GetDecision.
+func (c *coordinatorServiceClient) GetDecision(ctx context.Context, req *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error) {
+	return c.getDecision.CallUnary(ctx, req)
 }
 
 // GetTransaction calls concord.v1.CoordinatorService.GetTransaction.
@@ -269,6 +308,15 @@ type CoordinatorServiceHandler interface {
 	CommitTCC(context.Context, *connect.Request[v1.EndTCCRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// RollbackTCC: a Try failed; the coordinator cancels all branches.
 	RollbackTCC(context.Context, *connect.Request[v1.EndTCCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitTwoPC durably accepts a two-phase commit transaction and runs
+	// it: every participant is asked to prepare (vote yes, no or read-only),
+	// the decision is forced to the log, then phase 2 commits (retried until
+	// acknowledged) or aborts (presumed abort). Same gid rules as sagas.
+	SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// GetDecision answers a participant that waited too long for phase 2:
+	// commit, abort, or pending. A gid the coordinator does not know was
+	// never decided to commit, so the answer is abort (presumed abort).
+	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 	// GetTransaction returns a transaction with every branch's history.
 	// With wait set, it blocks (up to the request deadline or wait_timeout_ms)
 	// until the transaction is final.
@@ -327,6 +375,18 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 		connect.WithSchema(coordinatorServiceMethods.ByName("RollbackTCC")),
 		connect.WithHandlerOptions(opts...),
 	)
+	coordinatorServiceSubmitTwoPCHandler := connect.NewUnaryHandler(
+		CoordinatorServiceSubmitTwoPCProcedure,
+		svc.SubmitTwoPC,
+		connect.WithSchema(coordinatorServiceMethods.ByName("SubmitTwoPC")),
+		connect.WithHandlerOptions(opts...),
+	)
+	coordinatorServiceGetDecisionHandler := connect.NewUnaryHandler(
+		CoordinatorServiceGetDecisionProcedure,
+		svc.GetDecision,
+		connect.WithSchema(coordinatorServiceMethods.ByName("GetDecision")),
+		connect.WithHandlerOptions(opts...),
+	)
 	coordinatorServiceGetTransactionHandler := connect.NewUnaryHandler(
 		CoordinatorServiceGetTransactionProcedure,
 		svc.GetTransaction,
@@ -365,6 +425,10 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 			coordinatorServiceCommitTCCHandler.ServeHTTP(w, r)
 		case CoordinatorServiceRollbackTCCProcedure:
 			coordinatorServiceRollbackTCCHandler.ServeHTTP(w, r)
+		case CoordinatorServiceSubmitTwoPCProcedure:
+			coordinatorServiceSubmitTwoPCHandler.ServeHTTP(w, r)
+		case CoordinatorServiceGetDecisionProcedure:
+			coordinatorServiceGetDecisionHandler.ServeHTTP(w, r)
 		case CoordinatorServiceGetTransactionProcedure:
 			coordinatorServiceGetTransactionHandler.ServeHTTP(w, r)
 		case CoordinatorServiceListTransactionsProcedure:
@@ -404,6 +468,14 @@ func (UnimplementedCoordinatorServiceHandler) CommitTCC(context.Context, *connec
 
 func (UnimplementedCoordinatorServiceHandler) RollbackTCC(context.Context, *connect.Request[v1.EndTCCRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.RollbackTCC is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.SubmitTwoPC is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.GetDecision is not implemented"))
 }
 
 func (UnimplementedCoordinatorServiceHandler) GetTransaction(context.Context, *connect.Request[v1.GetTransactionRequest]) (*connect.Response[v1.GetTransactionResponse], error) {

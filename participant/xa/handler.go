@@ -1,0 +1,78 @@
+package xa
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/concordtm/concord/participant"
+)
+
+// WorkFunc is a branch's business logic: the ordinary SQL of the prepare
+// phase, run on conn inside the branch. payload is the request body.
+// Return an error wrapping participant.ErrRejected to vote no, or one
+// wrapping participant.ErrReadOnly to vote read-only (the branch is rolled
+// back and gets no phase 2: only for work that changed nothing).
+type WorkFunc func(ctx context.Context, b participant.Branch, payload []byte, conn *sql.Conn) error
+
+// Handler returns the single endpoint of a two-phase-commit participant
+// whose resource is db. The coordinator calls it with Concord-Op set to
+// prepare, commit or abort; Handler runs Prepare (with work), Commit or
+// Abort and answers in the participant wire form (participant.WriteResult):
+//
+//   - 200: prepared (vote yes), committed, aborted; 200 with Concord-Vote:
+//     read-only when work returned participant.ErrReadOnly;
+//   - 409: prepare refused (vote no): work rejected, or the branch was
+//     already aborted;
+//   - 500: anything else, including ErrNotPrepared on commit: the outcome
+//     is not what was asked, or not known, and the coordinator retries;
+//   - 400: a request without the branch headers or with another operation.
+func Handler(db *sql.DB, d Dialect, work WorkFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := branchFromRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		switch b.Op {
+		case participant.OpPrepare:
+			payload, rerr := io.ReadAll(io.LimitReader(r.Body, participant.MaxBody))
+			if rerr != nil {
+				http.Error(w, "reading body: "+rerr.Error(), http.StatusInternalServerError)
+				return
+			}
+			err = Prepare(r.Context(), db, d, b, func(ctx context.Context, conn *sql.Conn) error {
+				return work(ctx, b, payload, conn)
+			})
+		case participant.OpCommit:
+			err = Commit(r.Context(), db, d, b)
+		case participant.OpAbort:
+			err = Abort(r.Context(), db, d, b)
+		}
+		if errors.Is(err, participant.ErrInvalidBranch) {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if b.Op != participant.OpPrepare && errors.Is(err, participant.ErrRejected) {
+			// Only a vote may be "no"; a phase-two failure is never final.
+			err = fmt.Errorf("xa: %s failed: %s", b.Op, err.Error())
+		}
+		participant.WriteResult(w, err)
+	})
+}
+
+// branchFromRequest reads the branch headers of a 2PC call.
+func branchFromRequest(r *http.Request) (participant.Branch, error) {
+	b, err := participant.FromRequest(r)
+	if err != nil {
+		return b, err
+	}
+	switch b.Op {
+	case participant.OpPrepare, participant.OpCommit, participant.OpAbort:
+		return b, nil
+	}
+	return participant.Branch{}, fmt.Errorf("xa: operation %q is not prepare, commit or abort", b.Op)
+}
