@@ -232,6 +232,9 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 	if err != nil {
 		return nt, nil, nil, err
 	}
+	if e.txn.DecidedAt == 0 && nt.DecidedAt != 0 {
+		failpoint.Hit(failpoint.BeforeDecision)
+	}
 	var w *pendingWrite
 	if len(fx) > 0 {
 		if _, ok := fx[0].(protocol.Persist); ok {
