@@ -161,7 +161,7 @@ func startCoordinator(t *testing.T) string {
 // TestAddr drives the -addr path, against a coordinator in this process.
 func TestAddr(t *testing.T) {
 	url := startCoordinator(t)
-	for _, mode := range []string{ModeSaga, ModeTCC} {
+	for _, mode := range []string{ModeSaga, ModeTCC, ModeTwoPC} {
 		t.Run(mode, func(t *testing.T) {
 			r, err := Run(t.Context(), Config{Mode: mode, Concurrency: 4, Duration: time.Second, Warmup: 200 * time.Millisecond, Addr: url})
 			if err != nil {
@@ -189,7 +189,7 @@ func TestFlags(t *testing.T) {
 		{nil, ""},
 		{[]string{"--mode", "tcc", "--concurrency", "50", "--duration", "10s", "--warmup", "0s", "--addr", "127.0.0.1:7070"}, ""},
 		{[]string{"-mode=saga", "-addr=https://concord.example:443/"}, ""},
-		{[]string{"--mode", "xa"}, `mode "xa": want saga or tcc`},
+		{[]string{"--mode", "xa"}, `mode "xa": want saga, tcc or 2pc`},
 		{[]string{"--concurrency", "0"}, "concurrency 0: must be positive"},
 		{[]string{"--concurrency", "-3"}, "concurrency -3: must be positive"},
 		{[]string{"--duration", "0s"}, "duration 0s: must be positive"},

@@ -105,3 +105,6 @@ func BenchmarkSagaEndToEnd(b *testing.B) { benchmarkEndToEnd(b, ModeSaga) }
 
 // BenchmarkTCCEndToEnd: two-branch TCC transactions, commit and wait.
 func BenchmarkTCCEndToEnd(b *testing.B) { benchmarkEndToEnd(b, ModeTCC) }
+
+// BenchmarkTwoPCEndToEnd: two-participant 2PC over HTTP, submit and wait.
+func BenchmarkTwoPCEndToEnd(b *testing.B) { benchmarkEndToEnd(b, ModeTwoPC) }

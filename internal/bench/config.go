@@ -17,6 +17,9 @@ const (
 	// ModeTCC: each transaction is RunTCC with two branches: begin,
 	// register and try each branch, commit and wait.
 	ModeTCC = "tcc"
+	// ModeTwoPC: each transaction is a two-phase commit with two HTTP
+	// participants that vote yes at once, submitted with SubmitAndWait.
+	ModeTwoPC = "2pc"
 )
 
 // ErrConfig wraps every problem Validate finds.
@@ -24,7 +27,7 @@ var ErrConfig = errors.New("bench: invalid configuration")
 
 // Config is one benchmark run; see Validate for what Run accepts.
 type Config struct {
-	Mode        string        // ModeSaga or ModeTCC
+	Mode        string        // ModeSaga, ModeTCC or ModeTwoPC
 	Concurrency int           // workers, each running one transaction at a time
 	Duration    time.Duration // measured period
 	Warmup      time.Duration // period before it whose transactions are not counted
@@ -44,7 +47,7 @@ func Default() Config {
 // RegisterFlags defines the -mode, -concurrency, -duration, -warmup and
 // -addr flags on fs, with c's current values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait) or tcc (2-branch TCC, commit and wait)")
+	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait), tcc (2-branch TCC, commit and wait) or 2pc (2 HTTP participants, submit and wait)")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "workers, each running one transaction at a time")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured period")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
@@ -55,8 +58,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // An Addr without a scheme is taken as http://.
 func (c Config) Validate() error {
 	var errs []string
-	if c.Mode != ModeSaga && c.Mode != ModeTCC {
-		errs = append(errs, fmt.Sprintf("mode %q: want %s or %s", c.Mode, ModeSaga, ModeTCC))
+	if c.Mode != ModeSaga && c.Mode != ModeTCC && c.Mode != ModeTwoPC {
+		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC))
 	}
 	if c.Concurrency <= 0 {
 		errs = append(errs, fmt.Sprintf("concurrency %d: must be positive", c.Concurrency))

@@ -16,10 +16,11 @@ const (
 	opTry
 	opConfirm
 	opCancel
+	opTwoPC // one URL for prepare, commit and abort
 	numOps
 )
 
-var opPaths = [numOps]string{"/action", "/compensate", "/try", "/confirm", "/cancel"}
+var opPaths = [numOps]string{"/action", "/compensate", "/try", "/confirm", "/cancel", "/2pc"}
 
 // participants is an HTTP server whose branch operations succeed at once.
 // It must cost as little as possible, since it shares the machine with the

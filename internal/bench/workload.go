@@ -18,10 +18,27 @@ type txnFunc func(ctx context.Context) error
 // newTxnFunc returns the transaction of mode, run through c against the
 // no-op participants at p.
 func newTxnFunc(mode string, c *client.Client, p *participants) txnFunc {
-	if mode == ModeTCC {
+	switch mode {
+	case ModeTCC:
 		return tccTxn(c, p)
+	case ModeTwoPC:
+		return twoPCTxn(c, p)
 	}
 	return sagaTxn(c, p)
+}
+
+// twoPCTxn submits a two-phase commit with two participants and waits for
+// its outcome: one API call; the coordinator sends two prepares, forces the
+// decision, sends two commits.
+func twoPCTxn(c *client.Client, p *participants) txnFunc {
+	url := p.url(opTwoPC)
+	return func(ctx context.Context) error {
+		tx, err := c.NewTwoPC("").Add(url, payload).Add(url, payload).SubmitAndWait(ctx)
+		if err != nil {
+			return err
+		}
+		return succeeded("2pc", tx)
+	}
 }
 
 // sagaTxn submits a saga of two branches and waits for its outcome: one
