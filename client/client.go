@@ -37,6 +37,7 @@ const (
 	StatusConfirming   = "confirming"
 	StatusCompensating = "compensating"
 	StatusCancelling   = "cancelling"
+	StatusCommitting   = "committing" // 2pc: commit decided, phase 2 under way
 	StatusSucceeded    = "succeeded"
 	StatusAborted      = "aborted"
 	StatusStuck        = "stuck"

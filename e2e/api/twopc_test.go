@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"net/http/httptest"
 	"slices"
 	"sync"
@@ -26,10 +28,15 @@ func newVoter(t *testing.T) *voter {
 		v.mu.Lock()
 		v.ops[b.GID+"/"+b.BranchID] = append(v.ops[b.GID+"/"+b.BranchID], string(b.Op))
 		v.mu.Unlock()
+		if b.Op == participant.OpCommit && string(body) == "commit-fails" {
+			return errors.New("database unreachable")
+		}
 		if b.Op != participant.OpPrepare {
 			return nil
 		}
 		switch string(body) {
+		case "commit-fails":
+			return nil // votes yes; its commit fails below
 		case "no":
 			return participant.Reject("stock short")
 		case "read-only":
@@ -100,6 +107,35 @@ func TestTwoPC(t *testing.T) {
 		}
 		if got := v.got(tx.Gid, "2"); !slices.Equal(got, []string{"prepare", "commit"}) {
 			t.Errorf("yes branch got %v, want [prepare commit]", got)
+		}
+	})
+
+	t.Run("a commit that keeps failing is in doubt, then stuck; tx in-doubt lists it", func(t *testing.T) {
+		tx, err := c.NewTwoPC("").AddBranch("db", v.srv.URL, "commit-fails").AddBranch("ok", v.srv.URL, "yes").
+			WithOptions(client.Options{MaxAttempts: 3, RetryInitial: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond}).
+			SubmitAndWait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, tx, "stuck")
+		if tx.StuckPhase != "committing" {
+			t.Errorf("stuck phase %q, want committing", tx.StuckPhase)
+		}
+		if d, err := c.Decision(ctx, tx.Gid); err != nil || d != "commit" {
+			t.Errorf("decision %q, %v; want commit (the decision stands while phase 2 is stuck)", d, err)
+		}
+		out := cli(t, "tx", "in-doubt", "-addr", srv.URL).wantExit(t, 0).stdout
+		var line string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, tx.Gid+" ") {
+				if line != "" {
+					t.Fatalf("more than one in-doubt branch for %s:\n%s", tx.Gid, out)
+				}
+				line = l
+			}
+		}
+		if !strings.Contains(line, " db ") || !strings.Contains(line, "commit failed") {
+			t.Fatalf("tx in-doubt: want one line for branch db with phase 2 'commit failed', got:\n%s", out)
 		}
 	})
 

@@ -42,7 +42,7 @@ func (r *remote) client() *client.Client {
 // Tx runs `concord tx list|show|retry|abort`.
 func Tx(args []string, env Env) error {
 	if len(args) == 0 {
-		return usageError("tx: want one of list, show, retry, abort")
+		return usageError("tx: want one of list, show, retry, abort, in-doubt")
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("tx "+sub, env)
@@ -75,6 +75,14 @@ func Tx(args []string, env Env) error {
 			fmt.Fprintf(env.Stdout, "(more: older transactions exist; narrow with -status/-prefix or raise -limit)\n")
 		}
 		return nil
+	case "in-doubt":
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return usageError("tx in-doubt: unexpected argument %q", fs.Arg(0))
+		}
+		return inDoubt(ctx, env.Stdout, r.client(), r.json)
 	case "show", "retry", "abort":
 		var reason string
 		if sub == "abort" {
@@ -110,7 +118,50 @@ func Tx(args []string, env Env) error {
 		PrintTransaction(env.Stdout, t)
 		return nil
 	}
-	return usageError("tx: unknown subcommand %q; want list, show, retry or abort", sub)
+	return usageError("tx: unknown subcommand %q; want list, show, retry, abort or in-doubt", sub)
+}
+
+// inDoubt prints the 2PC branches that voted yes and have not acknowledged
+// phase 2: their databases hold prepared transactions (and locks) until
+// they hear the decision.
+func inDoubt(ctx context.Context, w io.Writer, c *client.Client, asJSON bool) error {
+	var found []*client.Transaction
+	for _, status := range []string{client.StatusRunning, client.StatusCommitting, client.StatusStuck} {
+		token := ""
+		for {
+			txs, next, err := c.List(ctx, client.ListOptions{Mode: "2pc", Status: status, Limit: 1000, PageToken: token})
+			if err != nil {
+				return err
+			}
+			found = append(found, txs...)
+			if next == "" {
+				break
+			}
+			token = next
+		}
+	}
+	if asJSON {
+		return printJSON(w, found)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GID\tSTATUS\tBRANCH\tVOTE\tPHASE 2\tURL")
+	n := 0
+	for _, t := range found {
+		for _, b := range t.Branches {
+			if b.ForwardStatus != "done" || b.BackwardStatus == "done" || b.BackwardStatus == "skipped" {
+				continue
+			}
+			phase2 := b.BackwardOp + " " + b.BackwardStatus
+			if b.BackwardOp == "" {
+				phase2 = "awaiting decision"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\tyes\t%s\t%s\n", t.Gid, t.Status, b.Id, phase2, b.ForwardUrl)
+			n++
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d in-doubt branch(es)\n", n)
+	return nil
 }
 
 func printJSON(w io.Writer, txs []*client.Transaction) error {
