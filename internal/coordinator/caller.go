@@ -47,7 +47,13 @@ func NewHTTPCaller() *HTTPCaller {
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &HTTPCaller{Client: &http.Client{Transport: tr}}
+	return &HTTPCaller{Client: &http.Client{
+		Transport: tr,
+		// A branch URL is called as given: a redirect is answered as an
+		// unknown outcome (and retried), never followed with the payload
+		// to wherever it points.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 }
 
 // maxReason bounds how much of a response body is kept as the error text.

@@ -56,6 +56,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	srv := &http.Server{
 		Handler:           Handler(svc, cfg.Token),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	srv.Protocols = new(http.Protocols)
