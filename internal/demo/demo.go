@@ -5,14 +5,15 @@
 // participant services (order, inventory, payment) each serve HTTP on a
 // loopback port and keep their data in their own SQLite database, guarded
 // by a participant.Barrier so that retries, null compensations and hanging
-// calls are harmless. For each protocol (saga, TCC) the demo then plays the
-// lecture's two purchases:
+// calls are harmless, and by participant/twophase for two-phase commit,
+// which keeps each prepared branch in that same database. For each protocol
+// (saga, TCC, 2PC) the demo then plays the lecture's two purchases:
 //
 //  1. user B buys 2 T-shirts: every service says yes, the transaction
 //     succeeds;
-//  2. user A buys 100 T-shirts while only 10 are in stock: the inventory
-//     says no, the transaction aborts, and whatever the order service had
-//     already done is undone, so nothing changes anywhere.
+//  2. user A buys 100 T-shirts while only 8 are left: the inventory says
+//     (votes) no, the transaction aborts, and whatever the order service
+//     had already done or reserved is undone, so nothing changes anywhere.
 //
 // It prints every call a service handles, the coordinator's outcome and the
 // rows of every database, and checks the outcome against snapshots of the
@@ -41,14 +42,18 @@ import (
 
 // Modes Options.Mode accepts.
 const (
-	ModeSaga = "saga"
-	ModeTCC  = "tcc"
+	ModeSaga  = "saga"
+	ModeTCC   = "tcc"
+	ModeTwoPC = "2pc"
+	ModeAll   = "all" // every protocol in turn: saga, tcc, 2pc
+	// ModeBoth is the old name of ModeAll, from when there were two.
 	ModeBoth = "both"
 )
 
 // Errors Run returns, tested with errors.Is.
 var (
-	// ErrInvalidMode reports an Options.Mode other than saga, tcc or both.
+	// ErrInvalidMode reports an Options.Mode other than saga, tcc, 2pc or
+	// all.
 	ErrInvalidMode = errors.New("demo: invalid mode")
 	// ErrCheck reports that a purchase did not end as it should: a wrong
 	// status, or a failed purchase that left a change behind.
@@ -57,7 +62,7 @@ var (
 
 // Options configure Run.
 type Options struct {
-	Mode    string       // saga, tcc or both (the default)
+	Mode    string       // saga, tcc, 2pc or all (the default; "both" is an alias)
 	DataDir string       // kept if set; otherwise a temporary directory, removed afterwards
 	Out     io.Writer    // the narration; nil discards it
 	Log     *slog.Logger // the coordinator's log; nil discards it
@@ -146,7 +151,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	out.printf("  data dir      %s (%s)\n", rep.DataDir, kept)
 	out.printf("  coordinator   %s, on the embedded store in coordinator/\n", coordURL)
 	out.printf("  services      order, inventory and payment, each an HTTP server with its own\n")
-	out.printf("                SQLite database and a barrier table that makes every call idempotent\n")
+	out.printf("                SQLite database, a barrier table that makes every saga and TCC call\n")
+	out.printf("                idempotent, and a 2PC table that keeps prepared branches (twophase)\n")
 
 	var checks []error
 	for _, mode := range modes {
@@ -163,12 +169,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 func parseMode(m string) ([]string, error) {
 	switch m {
-	case "", ModeBoth:
-		return []string{ModeSaga, ModeTCC}, nil
-	case ModeSaga, ModeTCC:
+	case "", ModeAll, ModeBoth:
+		return []string{ModeSaga, ModeTCC, ModeTwoPC}, nil
+	case ModeSaga, ModeTCC, ModeTwoPC:
 		return []string{m}, nil
 	}
-	return nil, fmt.Errorf("%w %q: want saga, tcc or both", ErrInvalidMode, m)
+	return nil, fmt.Errorf("%w %q: want saga, tcc, 2pc or all", ErrInvalidMode, m)
 }
 
 // startCoordinator runs a coordinator on a loopback port until stop is
@@ -226,10 +232,13 @@ func runMode(ctx context.Context, c *client.Client, mode, dir string, out *conso
 		pr := Purchase{User: p.User, Qty: p.Qty, Amount: p.Amount, GID: newGID(mode, p.User), Before: before}
 		tctx, cancel := context.WithTimeout(ctx, txTimeout)
 		var tx *client.Transaction
-		if mode == ModeSaga {
+		switch mode {
+		case ModeSaga:
 			tx, err = runSaga(tctx, c, sh, pr.GID, p, out)
-		} else {
+		case ModeTCC:
 			tx, err = runTCC(tctx, c, sh, pr.GID, p, out)
+		default:
+			tx, err = runTwoPC(tctx, c, sh, pr.GID, p, out)
 		}
 		cancel()
 		if err != nil {
@@ -247,12 +256,20 @@ func runMode(ctx context.Context, c *client.Client, mode, dir string, out *conso
 }
 
 func printModeHeader(out *console, mode string, sh *shop) {
-	if mode == ModeSaga {
+	switch mode {
+	case ModeSaga:
 		out.printf("\n══ SAGA %s\n", strings.Repeat("═", 70))
 		out.printf("  The coordinator runs each step's action in turn: order.create, inventory.reserve,\n")
 		out.printf("  payment.charge. If one says no, it runs the compensations of the steps that ran,\n")
 		out.printf("  newest first.\n")
-	} else {
+	case ModeTwoPC:
+		out.printf("\n══ 2PC %s\n", strings.Repeat("═", 71))
+		out.printf("  Phase 1: the coordinator asks every service to prepare. A service that can, reserves\n")
+		out.printf("  (a pending order, reserved stock, frozen money), keeps the reservation in its own\n")
+		out.printf("  database with the branch (participant/twophase) and votes yes; one that cannot\n")
+		out.printf("  votes no. Phase 2: all yes → the coordinator writes COMMIT to disk, then tells\n")
+		out.printf("  every service to commit; any no → it tells the yes voters to abort (release).\n")
+	default:
 		out.printf("\n══ TCC %s\n", strings.Repeat("═", 71))
 		out.printf("  The shop itself calls every service's Try, which only reserves (a pending order,\n")
 		out.printf("  reserved stock, frozen money). If all say yes, the coordinator Confirms every\n")
@@ -260,7 +277,11 @@ func printModeHeader(out *console, mode string, sh *shop) {
 	}
 	out.printf("\n")
 	for _, s := range sh.services() {
-		out.printf("  %-10s %s  %s\n", s.name, s.url, filepath.Join(filepath.Base(filepath.Dir(s.path)), s.file))
+		url := s.url
+		if mode == ModeTwoPC {
+			url += pathTwoPC
+		}
+		out.printf("  %-10s %-26s %s\n", s.name, url, filepath.Join(filepath.Base(filepath.Dir(s.path)), s.file))
 	}
 }
 
@@ -315,6 +336,9 @@ func report(out *console, mode string, sc scenario, pr Purchase, tx *client.Tran
 	for _, b := range tx.GetBranches() {
 		out.printf("  %-11s %-11s %s %-10s %s %s, %s %s\n", "", "", strings.Repeat(" ", len("gid=")+len(pr.GID)+1),
 			b.GetId(), b.GetForwardOp(), b.GetForwardStatus(), b.GetBackwardOp(), b.GetBackwardStatus())
+	}
+	if mode == ModeTwoPC && pr.Status == client.StatusAborted {
+		out.printf("  %-11s %-11s %s  (an abort is sent once and not awaited: presumed abort)\n", "", "", strings.Repeat(" ", len("gid=")+len(pr.GID)))
 	}
 	out.printf("\n  Databases now:\n")
 	printSnapshot(out, pr.After)

@@ -12,9 +12,9 @@ import (
 	"github.com/concordtm/concord/participant"
 )
 
-func TestRunBothModes(t *testing.T) {
+func TestRunAllModes(t *testing.T) {
 	var out bytes.Buffer
-	rep, err := Run(t.Context(), Options{Mode: ModeBoth, DataDir: t.TempDir(), Out: &out})
+	rep, err := Run(t.Context(), Options{Mode: ModeAll, DataDir: t.TempDir(), Out: &out})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
@@ -23,15 +23,15 @@ func TestRunBothModes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if got := modeNames(rep); !slices.Equal(got, []string{ModeSaga, ModeTCC}) {
-		t.Fatalf("modes = %v, want [saga tcc]", got)
+	if got := modeNames(rep); !slices.Equal(got, []string{ModeSaga, ModeTCC, ModeTwoPC}) {
+		t.Fatalf("modes = %v, want [saga tcc 2pc]", got)
 	}
 	initial := map[string][]string{
 		"orders":   nil,
 		"stock":    {"sku=T-shirt qty=10 reserved=0"},
 		"accounts": {"user=A balance=3000 frozen=0", "user=B balance=100 frozen=0"},
 	}
-	orderStatus := map[string]string{ModeSaga: "created", ModeTCC: "confirmed"}
+	orderStatus := map[string]string{ModeSaga: "created", ModeTCC: "confirmed", ModeTwoPC: "committed"}
 	for _, mr := range rep.Modes {
 		t.Run(mr.Mode, func(t *testing.T) {
 			wantTables(t, "initial", mr.Initial, initial)
@@ -76,6 +76,12 @@ func TestRunBothModes(t *testing.T) {
 		"nothing changed anywhere for the failed purchase",
 		"[order]     compensate",
 		"[order]     cancel",
+		"[inventory] prepare     gid=2pc-A-",
+		"votes NO: stock short: have 8, want 100",
+		"decision ABORT",
+		"decision COMMIT",
+		"[order]     abort       gid=2pc-A-",
+		"2pc   A buys 100 × T-shirt  →  aborted    changed nothing",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
@@ -84,9 +90,22 @@ func TestRunBothModes(t *testing.T) {
 }
 
 func TestRunInvalidMode(t *testing.T) {
-	_, err := Run(t.Context(), Options{Mode: "2pc", DataDir: t.TempDir()})
+	_, err := Run(t.Context(), Options{Mode: "3pc", DataDir: t.TempDir()})
 	if !errors.Is(err, ErrInvalidMode) {
-		t.Fatalf("Run(mode 2pc) = %v, want ErrInvalidMode", err)
+		t.Fatalf("Run(mode 3pc) = %v, want ErrInvalidMode", err)
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	all := []string{ModeSaga, ModeTCC, ModeTwoPC}
+	for mode, want := range map[string][]string{
+		"": all, ModeAll: all, ModeBoth: all,
+		ModeSaga: {ModeSaga}, ModeTCC: {ModeTCC}, ModeTwoPC: {ModeTwoPC},
+	} {
+		got, err := parseMode(mode)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("parseMode(%q) = %v, %v; want %v", mode, got, err, want)
+		}
 	}
 }
 

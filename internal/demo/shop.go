@@ -17,6 +17,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/concordtm/concord/participant"
+	"github.com/concordtm/concord/participant/twophase"
 )
 
 // purchase is the payload every branch of one transaction receives.
@@ -40,7 +41,8 @@ type route struct {
 }
 
 // service is one participant: an HTTP server in front of its own SQLite
-// database, with a barrier table next to its business table.
+// database, with a barrier table (saga, TCC) and a 2PC table (twophase)
+// next to its business table.
 type service struct {
 	name    string // "order", "inventory", "payment"
 	table   string // its business table
@@ -48,18 +50,22 @@ type service struct {
 	path    string // the database file
 	db      *sql.DB
 	barrier *participant.Barrier
+	tp      *twophase.Store // prepared 2PC branches
+	phases  phases          // the 2PC operations, served at pathTwoPC
 	srv     *http.Server
 	url     string // base URL, e.g. http://127.0.0.1:41234
 	out     *console
 
-	mu   sync.Mutex
-	done map[string]bool // forward operations that committed, by gid/branch
+	mu      sync.Mutex
+	done    map[string]bool // forward operations that committed, by gid/branch
+	changed chan struct{}   // closed and replaced after every 2PC operation
 }
 
 // openService creates dir/<name>.db afresh, applies schema, seeds it and
 // starts serving routes on a loopback port.
-func openService(ctx context.Context, dir, name, table string, schema []string, routes []route, out *console) (*service, error) {
-	s := &service{name: name, table: table, file: name + ".db", out: out, done: map[string]bool{}}
+func openService(ctx context.Context, dir, name, table string, schema []string, routes []route, ph phases, out *console) (*service, error) {
+	s := &service{name: name, table: table, file: name + ".db", out: out, done: map[string]bool{},
+		phases: ph, changed: make(chan struct{})}
 	path := filepath.Join(dir, s.file)
 	s.path = path
 	for _, suffix := range []string{"", "-wal", "-shm"} { // a kept data dir is reset
@@ -81,6 +87,14 @@ func openService(ctx context.Context, dir, name, table string, schema []string, 
 		db.Close()
 		return nil, err
 	}
+	if s.tp, err = twophase.New(db, participant.SQLite); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.tp.CreateTable(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	for _, q := range schema {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			db.Close()
@@ -91,6 +105,7 @@ func openService(ctx context.Context, dir, name, table string, schema []string, 
 	for _, r := range routes {
 		mux.Handle("POST "+r.path, participant.Handler(s.handle(r)))
 	}
+	mux.Handle("POST "+pathTwoPC, participant.Handler(s.handleTwoPC()))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		db.Close()
@@ -184,8 +199,23 @@ func trimRejected(err error) string {
 
 // console serializes output from concurrent handlers.
 type console struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu   sync.Mutex
+	w    io.Writer
+	seen map[string]bool // keys once has seen
+}
+
+// once reports whether this is the first call with key.
+func (c *console) once(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen[key] {
+		return false
+	}
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	c.seen[key] = true
+	return true
 }
 
 func (c *console) printf(format string, args ...any) {
@@ -206,14 +236,14 @@ func openShop(ctx context.Context, dir string, out *console) (*shop, error) {
 	}
 	sh := &shop{}
 	var err error
-	if sh.order, err = openService(ctx, dir, "order", "orders", orderSchema, orderRoutes, out); err != nil {
+	if sh.order, err = openService(ctx, dir, "order", "orders", orderSchema, orderRoutes, orderPhases, out); err != nil {
 		return nil, err
 	}
-	if sh.inventory, err = openService(ctx, dir, "inventory", "stock", stockSchema, stockRoutes, out); err != nil {
+	if sh.inventory, err = openService(ctx, dir, "inventory", "stock", stockSchema, stockRoutes, stockPhases, out); err != nil {
 		sh.close()
 		return nil, err
 	}
-	if sh.payment, err = openService(ctx, dir, "payment", "accounts", accountSchema, accountRoutes, out); err != nil {
+	if sh.payment, err = openService(ctx, dir, "payment", "accounts", accountSchema, accountRoutes, accountPhases, out); err != nil {
 		sh.close()
 		return nil, err
 	}

@@ -1,0 +1,66 @@
+package coordinator
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/participant"
+)
+
+func TestHTTPCallerOutcomes(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(participant.HeaderGID) != "g1" || r.Header.Get(participant.HeaderBranch) != "b1" ||
+			r.Header.Get(participant.HeaderMode) != "saga" || r.Header.Get(participant.HeaderOp) == "" {
+			http.Error(w, "missing branch headers", http.StatusBadRequest)
+			return
+		}
+		switch r.URL.Path {
+		case "/ok":
+			w.WriteHeader(http.StatusNoContent)
+		case "/no":
+			http.Error(w, "stock short", http.StatusConflict)
+		case "/boom":
+			http.Error(w, "database down", http.StatusInternalServerError)
+		case "/slow":
+			<-r.Context().Done() // answers only when the caller gives up
+		case "/redirect":
+			http.Redirect(w, r, "/ok", http.StatusTemporaryRedirect)
+		case "/ro":
+			w.Header().Set(participant.HeaderVote, "read-only")
+			w.WriteHeader(http.StatusOK)
+		}
+	}))
+	defer srv.Close()
+	c := NewHTTPCaller()
+	for _, tc := range []struct {
+		path    string
+		op      protocol.Op
+		timeout time.Duration
+		want    protocol.Outcome
+		msg     string
+	}{
+		{"/ok", protocol.OpAction, 0, protocol.OutcomeSuccess, ""},
+		{"/no", protocol.OpAction, 0, protocol.OutcomeRejected, "stock short"},
+		{"/boom", protocol.OpAction, 0, protocol.OutcomeUnknown, "HTTP 500: database down"},
+		{"/slow", protocol.OpAction, 50 * time.Millisecond, protocol.OutcomeUnknown, "timeout"},
+		{"/redirect", protocol.OpAction, 0, protocol.OutcomeUnknown, "HTTP 307"},
+		{"/ro", protocol.OpPrepare, 0, protocol.OutcomeReadOnly, ""},
+		{"/ro", protocol.OpCommit, 0, protocol.OutcomeSuccess, ""}, // only a prepare can vote
+	} {
+		out, msg := c.Call(t.Context(), "g1", protocol.ModeSaga, protocol.Call{
+			Branch: "b1", Op: tc.op, URL: srv.URL + tc.path, Timeout: int64(tc.timeout), Attempt: 1,
+		})
+		if out != tc.want || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s %s: (%s, %q), want (%s, containing %q)", tc.op, tc.path, out, msg, tc.want, tc.msg)
+		}
+	}
+	// A refused connection is unknown too.
+	out, _ := c.Call(t.Context(), "g1", protocol.ModeSaga, protocol.Call{Branch: "b1", Op: protocol.OpAction, URL: "http://127.0.0.1:1/x"})
+	if out != protocol.OutcomeUnknown {
+		t.Errorf("refused connection: %s, want unknown", out)
+	}
+}

@@ -1,0 +1,91 @@
+package twophase
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/concordtm/concord/participant"
+)
+
+// Resource is a participant's business logic for the three operations of a
+// 2PC branch, as Handler calls them. The intent stored at prepare is the
+// request's payload, so Apply and Undo get the payload prepare got. Every
+// function works through tx only.
+type Resource struct {
+	// Check is phase one: validate, lock or reserve (see CheckFunc).
+	Check func(ctx context.Context, tx *sql.Tx, b participant.Branch, payload []byte) error
+	// Apply makes the prepared intent final.
+	Apply func(ctx context.Context, tx *sql.Tx, b participant.Branch, intent []byte) error
+	// Undo releases what Check reserved.
+	Undo func(ctx context.Context, tx *sql.Tx, b participant.Branch, intent []byte) error
+}
+
+// HandlerFunc returns the branch operation as a participant.HandlerFunc:
+// prepare runs Prepare with r.Check and the payload as intent, commit runs
+// Commit with r.Apply, abort runs Abort with r.Undo. Only a prepare may
+// answer "rejected" (a vote no); a failed commit or abort is reported as a
+// plain error, which the coordinator retries. Another operation gets an
+// error wrapping participant.ErrInvalidBranch.
+func (s *Store) HandlerFunc(r Resource) participant.HandlerFunc {
+	return func(ctx context.Context, b participant.Branch, payload []byte) error {
+		var err error
+		switch b.Op {
+		case participant.OpPrepare:
+			return s.Prepare(ctx, b, func(ctx context.Context, tx *sql.Tx) error {
+				return r.Check(ctx, tx, b, payload)
+			}, payload)
+		case participant.OpCommit:
+			err = s.Commit(ctx, b, func(ctx context.Context, tx *sql.Tx, intent []byte) error {
+				return r.Apply(ctx, tx, b, intent)
+			})
+		case participant.OpAbort:
+			err = s.Abort(ctx, b, func(ctx context.Context, tx *sql.Tx, intent []byte) error {
+				return r.Undo(ctx, tx, b, intent)
+			})
+		default:
+			return fmt.Errorf("%w: operation %q is not prepare, commit or abort", participant.ErrInvalidBranch, b.Op)
+		}
+		if errors.Is(err, participant.ErrRejected) {
+			// Only a vote may be "no"; a phase-two failure is never final.
+			err = fmt.Errorf("twophase: %s failed: %s", b.Op, err.Error())
+		}
+		return err
+	}
+}
+
+// Handler serves a 2PC participant's single URL with r. The coordinator
+// calls it with Concord-Op set to prepare, commit or abort; the answer is
+// the participant wire form (participant.WriteResult):
+//
+//   - 200: prepared (vote yes), committed, aborted; 200 with Concord-Vote:
+//     read-only when r.Check returned participant.ErrReadOnly;
+//   - 409: prepare refused (vote no): r.Check rejected, or the branch was
+//     already aborted;
+//   - 500: anything else, including ErrNotPrepared on commit: the
+//     coordinator retries;
+//   - 400: a request without the branch headers or with another operation.
+func (s *Store) Handler(r Resource) http.Handler {
+	fn := s.HandlerFunc(r)
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, err := participant.FromRequest(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		payload, err := io.ReadAll(io.LimitReader(req.Body, participant.MaxBody))
+		if err != nil {
+			http.Error(w, "reading body: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		err = fn(req.Context(), b, payload)
+		if errors.Is(err, participant.ErrInvalidBranch) {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		participant.WriteResult(w, err)
+	})
+}
