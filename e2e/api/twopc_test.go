@@ -3,9 +3,9 @@ package api
 import (
 	"context"
 	"errors"
-	"strings"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
