@@ -23,7 +23,7 @@ type Config struct {
 	// it is reloaded from the store and resumed (1s).
 	ReloadDelay time.Duration
 	Logger      *slog.Logger
-	// Caller performs branch calls (an HTTPCaller).
+	// Caller performs branch calls (a SchemeCaller: HTTP and gRPC).
 	Caller Caller
 	// Listener receives optional observability callbacks.
 	Listener Listener

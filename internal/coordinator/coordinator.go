@@ -113,7 +113,7 @@ func New(cfg Config, s store.Store) *Coordinator {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Caller == nil {
-		cfg.Caller = NewHTTPCaller()
+		cfg.Caller = NewSchemeCaller()
 	}
 	c := &Coordinator{cfg: cfg, store: s, log: cfg.Logger, caller: cfg.Caller, live: map[string]*entry{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())

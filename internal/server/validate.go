@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"strings"
 	"net/url"
 	"time"
 
@@ -55,7 +56,8 @@ func checkID(what, id string, required bool) error {
 	return nil
 }
 
-// checkURL accepts absolute http and https URLs only.
+// checkURL accepts absolute http and https URLs, and grpc/grpcs URLs that
+// name a method: grpc://host:port/package.Service/Method.
 func checkURL(what, raw string) error {
 	if raw == "" {
 		return fmt.Errorf("%s URL is required", what)
@@ -64,8 +66,15 @@ func checkURL(what, raw string) error {
 	if err != nil {
 		return fmt.Errorf("%s URL %q: %v", what, raw, err)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%s URL %q: scheme must be http or https", what, raw)
+	switch u.Scheme {
+	case "http", "https":
+	case "grpc", "grpcs":
+		parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+		if len(parts) != 2 || !strings.Contains(parts[0], ".") || parts[1] == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("%s URL %q: a gRPC branch URL names one method: grpc://host:port/package.Service/Method", what, raw)
+		}
+	default:
+		return fmt.Errorf("%s URL %q: scheme must be http, https, grpc or grpcs", what, raw)
 	}
 	if u.Hostname() == "" {
 		return fmt.Errorf("%s URL %q has no host", what, raw)

@@ -30,6 +30,130 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type BranchRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Gid      string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
+	BranchId string                 `protobuf:"bytes,2,opt,name=branch_id,json=branchId,proto3" json:"branch_id,omitempty"`
+	// action | compensate | try | confirm | cancel | prepare | commit | abort
+	Op string `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`
+	// saga | tcc | 2pc
+	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The branch payload, verbatim.
+	Payload       []byte `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BranchRequest) Reset() {
+	*x = BranchRequest{}
+	mi := &file_concord_v1_concord_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BranchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BranchRequest) ProtoMessage() {}
+
+func (x *BranchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BranchRequest.ProtoReflect.Descriptor instead.
+func (*BranchRequest) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BranchRequest) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *BranchRequest) GetBranchId() string {
+	if x != nil {
+		return x.BranchId
+	}
+	return ""
+}
+
+func (x *BranchRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *BranchRequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *BranchRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+type BranchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// For a 2PC prepare: "read-only" votes yes with nothing to commit.
+	Vote          string `protobuf:"bytes,1,opt,name=vote,proto3" json:"vote,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BranchResponse) Reset() {
+	*x = BranchResponse{}
+	mi := &file_concord_v1_concord_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BranchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BranchResponse) ProtoMessage() {}
+
+func (x *BranchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BranchResponse.ProtoReflect.Descriptor instead.
+func (*BranchResponse) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BranchResponse) GetVote() string {
+	if x != nil {
+		return x.Vote
+	}
+	return ""
+}
+
 type NewGIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -38,7 +162,7 @@ type NewGIDRequest struct {
 
 func (x *NewGIDRequest) Reset() {
 	*x = NewGIDRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[0]
+	mi := &file_concord_v1_concord_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +174,7 @@ func (x *NewGIDRequest) String() string {
 func (*NewGIDRequest) ProtoMessage() {}
 
 func (x *NewGIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[0]
+	mi := &file_concord_v1_concord_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +187,7 @@ func (x *NewGIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewGIDRequest.ProtoReflect.Descriptor instead.
 func (*NewGIDRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{0}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{2}
 }
 
 type NewGIDResponse struct {
@@ -75,7 +199,7 @@ type NewGIDResponse struct {
 
 func (x *NewGIDResponse) Reset() {
 	*x = NewGIDResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[1]
+	mi := &file_concord_v1_concord_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -87,7 +211,7 @@ func (x *NewGIDResponse) String() string {
 func (*NewGIDResponse) ProtoMessage() {}
 
 func (x *NewGIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[1]
+	mi := &file_concord_v1_concord_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -100,7 +224,7 @@ func (x *NewGIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewGIDResponse.ProtoReflect.Descriptor instead.
 func (*NewGIDResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{1}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NewGIDResponse) GetGid() string {
@@ -133,7 +257,7 @@ type TransactionOptions struct {
 
 func (x *TransactionOptions) Reset() {
 	*x = TransactionOptions{}
-	mi := &file_concord_v1_concord_proto_msgTypes[2]
+	mi := &file_concord_v1_concord_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +269,7 @@ func (x *TransactionOptions) String() string {
 func (*TransactionOptions) ProtoMessage() {}
 
 func (x *TransactionOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[2]
+	mi := &file_concord_v1_concord_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +282,7 @@ func (x *TransactionOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransactionOptions.ProtoReflect.Descriptor instead.
 func (*TransactionOptions) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{2}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TransactionOptions) GetTimeoutMs() int64 {
@@ -224,7 +348,7 @@ type SagaBranch struct {
 
 func (x *SagaBranch) Reset() {
 	*x = SagaBranch{}
-	mi := &file_concord_v1_concord_proto_msgTypes[3]
+	mi := &file_concord_v1_concord_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +360,7 @@ func (x *SagaBranch) String() string {
 func (*SagaBranch) ProtoMessage() {}
 
 func (x *SagaBranch) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[3]
+	mi := &file_concord_v1_concord_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +373,7 @@ func (x *SagaBranch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaBranch.ProtoReflect.Descriptor instead.
 func (*SagaBranch) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{3}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SagaBranch) GetId() string {
@@ -304,7 +428,7 @@ type SubmitSagaRequest struct {
 
 func (x *SubmitSagaRequest) Reset() {
 	*x = SubmitSagaRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[4]
+	mi := &file_concord_v1_concord_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +440,7 @@ func (x *SubmitSagaRequest) String() string {
 func (*SubmitSagaRequest) ProtoMessage() {}
 
 func (x *SubmitSagaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[4]
+	mi := &file_concord_v1_concord_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +453,7 @@ func (x *SubmitSagaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitSagaRequest.ProtoReflect.Descriptor instead.
 func (*SubmitSagaRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{4}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitSagaRequest) GetGid() string {
@@ -376,7 +500,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[5]
+	mi := &file_concord_v1_concord_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +512,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[5]
+	mi := &file_concord_v1_concord_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +525,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{5}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubmitResponse) GetTransaction() *Transaction {
@@ -426,7 +550,7 @@ type TwoPCBranch struct {
 
 func (x *TwoPCBranch) Reset() {
 	*x = TwoPCBranch{}
-	mi := &file_concord_v1_concord_proto_msgTypes[6]
+	mi := &file_concord_v1_concord_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +562,7 @@ func (x *TwoPCBranch) String() string {
 func (*TwoPCBranch) ProtoMessage() {}
 
 func (x *TwoPCBranch) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[6]
+	mi := &file_concord_v1_concord_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +575,7 @@ func (x *TwoPCBranch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TwoPCBranch.ProtoReflect.Descriptor instead.
 func (*TwoPCBranch) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{6}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TwoPCBranch) GetId() string {
@@ -488,7 +612,7 @@ type SubmitTwoPCRequest struct {
 
 func (x *SubmitTwoPCRequest) Reset() {
 	*x = SubmitTwoPCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[7]
+	mi := &file_concord_v1_concord_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +624,7 @@ func (x *SubmitTwoPCRequest) String() string {
 func (*SubmitTwoPCRequest) ProtoMessage() {}
 
 func (x *SubmitTwoPCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[7]
+	mi := &file_concord_v1_concord_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +637,7 @@ func (x *SubmitTwoPCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitTwoPCRequest.ProtoReflect.Descriptor instead.
 func (*SubmitTwoPCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{7}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitTwoPCRequest) GetGid() string {
@@ -553,7 +677,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[8]
+	mi := &file_concord_v1_concord_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +689,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[8]
+	mi := &file_concord_v1_concord_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +702,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{8}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDecisionRequest) GetGid() string {
@@ -598,7 +722,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[9]
+	mi := &file_concord_v1_concord_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +734,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[9]
+	mi := &file_concord_v1_concord_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +747,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{9}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetDecisionResponse) GetDecision() string {
@@ -643,7 +767,7 @@ type BeginTCCRequest struct {
 
 func (x *BeginTCCRequest) Reset() {
 	*x = BeginTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	mi := &file_concord_v1_concord_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +779,7 @@ func (x *BeginTCCRequest) String() string {
 func (*BeginTCCRequest) ProtoMessage() {}
 
 func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	mi := &file_concord_v1_concord_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +792,7 @@ func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTCCRequest.ProtoReflect.Descriptor instead.
 func (*BeginTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{10}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BeginTCCRequest) GetGid() string {
@@ -704,7 +828,7 @@ type RegisterBranchRequest struct {
 
 func (x *RegisterBranchRequest) Reset() {
 	*x = RegisterBranchRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[11]
+	mi := &file_concord_v1_concord_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +840,7 @@ func (x *RegisterBranchRequest) String() string {
 func (*RegisterBranchRequest) ProtoMessage() {}
 
 func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[11]
+	mi := &file_concord_v1_concord_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +853,7 @@ func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchRequest.ProtoReflect.Descriptor instead.
 func (*RegisterBranchRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{11}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RegisterBranchRequest) GetGid() string {
@@ -790,7 +914,7 @@ type RegisterBranchResponse struct {
 
 func (x *RegisterBranchResponse) Reset() {
 	*x = RegisterBranchResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[12]
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +926,7 @@ func (x *RegisterBranchResponse) String() string {
 func (*RegisterBranchResponse) ProtoMessage() {}
 
 func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[12]
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +939,7 @@ func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchResponse.ProtoReflect.Descriptor instead.
 func (*RegisterBranchResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{12}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RegisterBranchResponse) GetTransaction() *Transaction {
@@ -836,7 +960,7 @@ type EndTCCRequest struct {
 
 func (x *EndTCCRequest) Reset() {
 	*x = EndTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[13]
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +972,7 @@ func (x *EndTCCRequest) String() string {
 func (*EndTCCRequest) ProtoMessage() {}
 
 func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[13]
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +985,7 @@ func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTCCRequest.ProtoReflect.Descriptor instead.
 func (*EndTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{13}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EndTCCRequest) GetGid() string {
@@ -889,7 +1013,7 @@ type GetTransactionRequest struct {
 
 func (x *GetTransactionRequest) Reset() {
 	*x = GetTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1025,7 @@ func (x *GetTransactionRequest) String() string {
 func (*GetTransactionRequest) ProtoMessage() {}
 
 func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1038,7 @@ func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionRequest.ProtoReflect.Descriptor instead.
 func (*GetTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTransactionRequest) GetGid() string {
@@ -947,7 +1071,7 @@ type GetTransactionResponse struct {
 
 func (x *GetTransactionResponse) Reset() {
 	*x = GetTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1083,7 @@ func (x *GetTransactionResponse) String() string {
 func (*GetTransactionResponse) ProtoMessage() {}
 
 func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1096,7 @@ func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionResponse.ProtoReflect.Descriptor instead.
 func (*GetTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetTransactionResponse) GetTransaction() *Transaction {
@@ -996,7 +1120,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1132,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1145,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListTransactionsRequest) GetStatus() string {
@@ -1069,7 +1193,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1205,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1218,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -1120,7 +1244,7 @@ type RetryTransactionRequest struct {
 
 func (x *RetryTransactionRequest) Reset() {
 	*x = RetryTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1256,7 @@ func (x *RetryTransactionRequest) String() string {
 func (*RetryTransactionRequest) ProtoMessage() {}
 
 func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1269,7 @@ func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionRequest.ProtoReflect.Descriptor instead.
 func (*RetryTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RetryTransactionRequest) GetGid() string {
@@ -1164,7 +1288,7 @@ type RetryTransactionResponse struct {
 
 func (x *RetryTransactionResponse) Reset() {
 	*x = RetryTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1300,7 @@ func (x *RetryTransactionResponse) String() string {
 func (*RetryTransactionResponse) ProtoMessage() {}
 
 func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1313,7 @@ func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionResponse.ProtoReflect.Descriptor instead.
 func (*RetryTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RetryTransactionResponse) GetTransaction() *Transaction {
@@ -1209,7 +1333,7 @@ type AbortTransactionRequest struct {
 
 func (x *AbortTransactionRequest) Reset() {
 	*x = AbortTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1345,7 @@ func (x *AbortTransactionRequest) String() string {
 func (*AbortTransactionRequest) ProtoMessage() {}
 
 func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1358,7 @@ func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionRequest.ProtoReflect.Descriptor instead.
 func (*AbortTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AbortTransactionRequest) GetGid() string {
@@ -1260,7 +1384,7 @@ type AbortTransactionResponse struct {
 
 func (x *AbortTransactionResponse) Reset() {
 	*x = AbortTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[21]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1396,7 @@ func (x *AbortTransactionResponse) String() string {
 func (*AbortTransactionResponse) ProtoMessage() {}
 
 func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[21]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1409,7 @@ func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionResponse.ProtoReflect.Descriptor instead.
 func (*AbortTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{21}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AbortTransactionResponse) GetTransaction() *Transaction {
@@ -1323,7 +1447,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_concord_v1_concord_proto_msgTypes[22]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1459,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[22]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1472,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{22}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Transaction) GetGid() string {
@@ -1461,7 +1585,7 @@ type Branch struct {
 
 func (x *Branch) Reset() {
 	*x = Branch{}
-	mi := &file_concord_v1_concord_proto_msgTypes[23]
+	mi := &file_concord_v1_concord_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1597,7 @@ func (x *Branch) String() string {
 func (*Branch) ProtoMessage() {}
 
 func (x *Branch) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[23]
+	mi := &file_concord_v1_concord_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1610,7 @@ func (x *Branch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Branch.ProtoReflect.Descriptor instead.
 func (*Branch) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{23}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Branch) GetId() string {
@@ -1574,7 +1698,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_concord_v1_concord_proto_msgTypes[24]
+	mi := &file_concord_v1_concord_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1710,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[24]
+	mi := &file_concord_v1_concord_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1723,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{24}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Attempt) GetOp() string {
@@ -1649,7 +1773,15 @@ var File_concord_v1_concord_proto protoreflect.FileDescriptor
 const file_concord_v1_concord_proto_rawDesc = "" +
 	"\n" +
 	"\x18concord/v1/concord.proto\x12\n" +
-	"concord.v1\"\x0f\n" +
+	"concord.v1\"|\n" +
+	"\rBranchRequest\x12\x10\n" +
+	"\x03gid\x18\x01 \x01(\tR\x03gid\x12\x1b\n" +
+	"\tbranch_id\x18\x02 \x01(\tR\bbranchId\x12\x0e\n" +
+	"\x02op\x18\x03 \x01(\tR\x02op\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\"$\n" +
+	"\x0eBranchResponse\x12\x12\n" +
+	"\x04vote\x18\x01 \x01(\tR\x04vote\"\x0f\n" +
 	"\rNewGIDRequest\"\"\n" +
 	"\x0eNewGIDResponse\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\"\xfc\x01\n" +
@@ -1790,7 +1922,9 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\x0eGetTransaction\x12!.concord.v1.GetTransactionRequest\x1a\".concord.v1.GetTransactionResponse\x12]\n" +
 	"\x10ListTransactions\x12#.concord.v1.ListTransactionsRequest\x1a$.concord.v1.ListTransactionsResponse\x12]\n" +
 	"\x10RetryTransaction\x12#.concord.v1.RetryTransactionRequest\x1a$.concord.v1.RetryTransactionResponse\x12]\n" +
-	"\x10AbortTransaction\x12#.concord.v1.AbortTransactionRequest\x1a$.concord.v1.AbortTransactionResponseB7Z5github.com/concordtm/concord/gen/concord/v1;concordv1b\x06proto3"
+	"\x10AbortTransaction\x12#.concord.v1.AbortTransactionRequest\x1a$.concord.v1.AbortTransactionResponse2P\n" +
+	"\rBranchService\x12?\n" +
+	"\x06Handle\x12\x19.concord.v1.BranchRequest\x1a\x1a.concord.v1.BranchResponseB7Z5github.com/concordtm/concord/gen/concord/v1;concordv1b\x06proto3"
 
 var (
 	file_concord_v1_concord_proto_rawDescOnce sync.Once
@@ -1804,75 +1938,79 @@ func file_concord_v1_concord_proto_rawDescGZIP() []byte {
 	return file_concord_v1_concord_proto_rawDescData
 }
 
-var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_concord_v1_concord_proto_goTypes = []any{
-	(*NewGIDRequest)(nil),            // 0: concord.v1.NewGIDRequest
-	(*NewGIDResponse)(nil),           // 1: concord.v1.NewGIDResponse
-	(*TransactionOptions)(nil),       // 2: concord.v1.TransactionOptions
-	(*SagaBranch)(nil),               // 3: concord.v1.SagaBranch
-	(*SubmitSagaRequest)(nil),        // 4: concord.v1.SubmitSagaRequest
-	(*SubmitResponse)(nil),           // 5: concord.v1.SubmitResponse
-	(*TwoPCBranch)(nil),              // 6: concord.v1.TwoPCBranch
-	(*SubmitTwoPCRequest)(nil),       // 7: concord.v1.SubmitTwoPCRequest
-	(*GetDecisionRequest)(nil),       // 8: concord.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),      // 9: concord.v1.GetDecisionResponse
-	(*BeginTCCRequest)(nil),          // 10: concord.v1.BeginTCCRequest
-	(*RegisterBranchRequest)(nil),    // 11: concord.v1.RegisterBranchRequest
-	(*RegisterBranchResponse)(nil),   // 12: concord.v1.RegisterBranchResponse
-	(*EndTCCRequest)(nil),            // 13: concord.v1.EndTCCRequest
-	(*GetTransactionRequest)(nil),    // 14: concord.v1.GetTransactionRequest
-	(*GetTransactionResponse)(nil),   // 15: concord.v1.GetTransactionResponse
-	(*ListTransactionsRequest)(nil),  // 16: concord.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil), // 17: concord.v1.ListTransactionsResponse
-	(*RetryTransactionRequest)(nil),  // 18: concord.v1.RetryTransactionRequest
-	(*RetryTransactionResponse)(nil), // 19: concord.v1.RetryTransactionResponse
-	(*AbortTransactionRequest)(nil),  // 20: concord.v1.AbortTransactionRequest
-	(*AbortTransactionResponse)(nil), // 21: concord.v1.AbortTransactionResponse
-	(*Transaction)(nil),              // 22: concord.v1.Transaction
-	(*Branch)(nil),                   // 23: concord.v1.Branch
-	(*Attempt)(nil),                  // 24: concord.v1.Attempt
+	(*BranchRequest)(nil),            // 0: concord.v1.BranchRequest
+	(*BranchResponse)(nil),           // 1: concord.v1.BranchResponse
+	(*NewGIDRequest)(nil),            // 2: concord.v1.NewGIDRequest
+	(*NewGIDResponse)(nil),           // 3: concord.v1.NewGIDResponse
+	(*TransactionOptions)(nil),       // 4: concord.v1.TransactionOptions
+	(*SagaBranch)(nil),               // 5: concord.v1.SagaBranch
+	(*SubmitSagaRequest)(nil),        // 6: concord.v1.SubmitSagaRequest
+	(*SubmitResponse)(nil),           // 7: concord.v1.SubmitResponse
+	(*TwoPCBranch)(nil),              // 8: concord.v1.TwoPCBranch
+	(*SubmitTwoPCRequest)(nil),       // 9: concord.v1.SubmitTwoPCRequest
+	(*GetDecisionRequest)(nil),       // 10: concord.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),      // 11: concord.v1.GetDecisionResponse
+	(*BeginTCCRequest)(nil),          // 12: concord.v1.BeginTCCRequest
+	(*RegisterBranchRequest)(nil),    // 13: concord.v1.RegisterBranchRequest
+	(*RegisterBranchResponse)(nil),   // 14: concord.v1.RegisterBranchResponse
+	(*EndTCCRequest)(nil),            // 15: concord.v1.EndTCCRequest
+	(*GetTransactionRequest)(nil),    // 16: concord.v1.GetTransactionRequest
+	(*GetTransactionResponse)(nil),   // 17: concord.v1.GetTransactionResponse
+	(*ListTransactionsRequest)(nil),  // 18: concord.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil), // 19: concord.v1.ListTransactionsResponse
+	(*RetryTransactionRequest)(nil),  // 20: concord.v1.RetryTransactionRequest
+	(*RetryTransactionResponse)(nil), // 21: concord.v1.RetryTransactionResponse
+	(*AbortTransactionRequest)(nil),  // 22: concord.v1.AbortTransactionRequest
+	(*AbortTransactionResponse)(nil), // 23: concord.v1.AbortTransactionResponse
+	(*Transaction)(nil),              // 24: concord.v1.Transaction
+	(*Branch)(nil),                   // 25: concord.v1.Branch
+	(*Attempt)(nil),                  // 26: concord.v1.Attempt
 }
 var file_concord_v1_concord_proto_depIdxs = []int32{
-	3,  // 0: concord.v1.SubmitSagaRequest.branches:type_name -> concord.v1.SagaBranch
-	2,  // 1: concord.v1.SubmitSagaRequest.options:type_name -> concord.v1.TransactionOptions
-	22, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
-	6,  // 3: concord.v1.SubmitTwoPCRequest.branches:type_name -> concord.v1.TwoPCBranch
-	2,  // 4: concord.v1.SubmitTwoPCRequest.options:type_name -> concord.v1.TransactionOptions
-	2,  // 5: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
-	2,  // 6: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
-	22, // 7: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
-	22, // 8: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	22, // 9: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
-	22, // 10: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	22, // 11: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	23, // 12: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
-	24, // 13: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
-	0,  // 14: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
-	4,  // 15: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
-	10, // 16: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
-	11, // 17: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
-	13, // 18: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
-	13, // 19: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
-	7,  // 20: concord.v1.CoordinatorService.SubmitTwoPC:input_type -> concord.v1.SubmitTwoPCRequest
-	8,  // 21: concord.v1.CoordinatorService.GetDecision:input_type -> concord.v1.GetDecisionRequest
-	14, // 22: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
-	16, // 23: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
-	18, // 24: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
-	20, // 25: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
-	1,  // 26: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
-	5,  // 27: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
-	5,  // 28: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
-	12, // 29: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
-	5,  // 30: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
-	5,  // 31: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
-	5,  // 32: concord.v1.CoordinatorService.SubmitTwoPC:output_type -> concord.v1.SubmitResponse
-	9,  // 33: concord.v1.CoordinatorService.GetDecision:output_type -> concord.v1.GetDecisionResponse
-	15, // 34: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
-	17, // 35: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
-	19, // 36: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
-	21, // 37: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
-	26, // [26:38] is the sub-list for method output_type
-	14, // [14:26] is the sub-list for method input_type
+	5,  // 0: concord.v1.SubmitSagaRequest.branches:type_name -> concord.v1.SagaBranch
+	4,  // 1: concord.v1.SubmitSagaRequest.options:type_name -> concord.v1.TransactionOptions
+	24, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
+	8,  // 3: concord.v1.SubmitTwoPCRequest.branches:type_name -> concord.v1.TwoPCBranch
+	4,  // 4: concord.v1.SubmitTwoPCRequest.options:type_name -> concord.v1.TransactionOptions
+	4,  // 5: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
+	4,  // 6: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
+	24, // 7: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
+	24, // 8: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	24, // 9: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
+	24, // 10: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	24, // 11: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	25, // 12: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
+	26, // 13: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
+	2,  // 14: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
+	6,  // 15: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
+	12, // 16: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
+	13, // 17: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
+	15, // 18: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
+	15, // 19: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
+	9,  // 20: concord.v1.CoordinatorService.SubmitTwoPC:input_type -> concord.v1.SubmitTwoPCRequest
+	10, // 21: concord.v1.CoordinatorService.GetDecision:input_type -> concord.v1.GetDecisionRequest
+	16, // 22: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
+	18, // 23: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
+	20, // 24: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
+	22, // 25: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
+	0,  // 26: concord.v1.BranchService.Handle:input_type -> concord.v1.BranchRequest
+	3,  // 27: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
+	7,  // 28: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
+	7,  // 29: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
+	14, // 30: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
+	7,  // 31: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
+	7,  // 32: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
+	7,  // 33: concord.v1.CoordinatorService.SubmitTwoPC:output_type -> concord.v1.SubmitResponse
+	11, // 34: concord.v1.CoordinatorService.GetDecision:output_type -> concord.v1.GetDecisionResponse
+	17, // 35: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
+	19, // 36: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
+	21, // 37: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
+	23, // 38: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
+	1,  // 39: concord.v1.BranchService.Handle:output_type -> concord.v1.BranchResponse
+	27, // [27:40] is the sub-list for method output_type
+	14, // [14:27] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1889,9 +2027,9 @@ func file_concord_v1_concord_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_concord_v1_concord_proto_rawDesc), len(file_concord_v1_concord_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_concord_v1_concord_proto_goTypes,
 		DependencyIndexes: file_concord_v1_concord_proto_depIdxs,

@@ -32,6 +32,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// CoordinatorServiceName is the fully-qualified name of the CoordinatorService service.
 	CoordinatorServiceName = "concord.v1.CoordinatorService"
+	// BranchServiceName is the fully-qualified name of the BranchService service.
+	BranchServiceName = "concord.v1.BranchService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -78,6 +80,8 @@ const (
 	// CoordinatorServiceAbortTransactionProcedure is the fully-qualified name of the
 	// CoordinatorService's AbortTransaction RPC.
 	CoordinatorServiceAbortTransactionProcedure = "/concord.v1.CoordinatorService/AbortTransaction"
+	// BranchServiceHandleProcedure is the fully-qualified name of the BranchService's Handle RPC.
+	BranchServiceHandleProcedure = "/concord.v1.BranchService/Handle"
 )
 
 // CoordinatorServiceClient is a client for the concord.v1.CoordinatorService service.
@@ -492,4 +496,74 @@ func (UnimplementedCoordinatorServiceHandler) RetryTransaction(context.Context, 
 
 func (UnimplementedCoordinatorServiceHandler) AbortTransaction(context.Context, *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.AbortTransaction is not implemented"))
+}
+
+// BranchServiceClient is a client for the concord.v1.BranchService service.
+type BranchServiceClient interface {
+	Handle(context.Context, *connect.Request[v1.BranchRequest]) (*connect.Response[v1.BranchResponse], error)
+}
+
+// NewBranchServiceClient constructs a client for the concord.v1.BranchService service. By default,
+// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
+// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
+// or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewBranchServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) BranchServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	branchServiceMethods := v1.File_concord_v1_concord_proto.Services().ByName("BranchService").Methods()
+	return &branchServiceClient{
+		handle: connect.NewClient[v1.BranchRequest, v1.BranchResponse](
+			httpClient,
+			baseURL+BranchServiceHandleProcedure,
+			connect.WithSchema(branchServiceMethods.ByName("Handle")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// branchServiceClient implements BranchServiceClient.
+type branchServiceClient struct {
+	handle *connect.Client[v1.BranchRequest, v1.BranchResponse]
+}
+
+// Handle calls concord.v1.BranchService.Handle.
+func (c *branchServiceClient) Handle(ctx context.Context, req *connect.Request[v1.BranchRequest]) (*connect.Response[v1.BranchResponse], error) {
+	return c.handle.CallUnary(ctx, req)
+}
+
+// BranchServiceHandler is an implementation of the concord.v1.BranchService service.
+type BranchServiceHandler interface {
+	Handle(context.Context, *connect.Request[v1.BranchRequest]) (*connect.Response[v1.BranchResponse], error)
+}
+
+// NewBranchServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewBranchServiceHandler(svc BranchServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	branchServiceMethods := v1.File_concord_v1_concord_proto.Services().ByName("BranchService").Methods()
+	branchServiceHandleHandler := connect.NewUnaryHandler(
+		BranchServiceHandleProcedure,
+		svc.Handle,
+		connect.WithSchema(branchServiceMethods.ByName("Handle")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/concord.v1.BranchService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case BranchServiceHandleProcedure:
+			branchServiceHandleHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedBranchServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedBranchServiceHandler struct{}
+
+func (UnimplementedBranchServiceHandler) Handle(context.Context, *connect.Request[v1.BranchRequest]) (*connect.Response[v1.BranchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.BranchService.Handle is not implemented"))
 }

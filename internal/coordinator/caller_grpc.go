@@ -1,0 +1,120 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/concordtm/concord/gen/concord/v1"
+	"github.com/concordtm/concord/internal/protocol"
+)
+
+// GRPCCaller calls participants served over gRPC. A branch URL
+// grpc://host:port/<package.Service>/<Method> (grpcs:// with TLS) names a
+// unary method taking concord.v1.BranchRequest and returning
+// concord.v1.BranchResponse. Outcomes: OK is success (for a prepare, vote
+// "read-only" is a read-only vote); ABORTED is rejected; any other status,
+// a timeout or a connection error is unknown.
+type GRPCCaller struct {
+	plain, secure *http.Client
+	mu            sync.Mutex
+	clients       map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]
+}
+
+// NewGRPCCaller returns a caller with HTTP/2 transports: cleartext (h2c)
+// for grpc:// and TLS for grpcs://.
+func NewGRPCCaller() *GRPCCaller {
+	dial := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	h2c := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	h2 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	return &GRPCCaller{
+		plain:   &http.Client{Transport: h2c},
+		secure:  &http.Client{Transport: h2},
+		clients: map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]{},
+	}
+}
+
+// client returns the (cached) connect client for a branch URL.
+func (g *GRPCCaller) client(raw string) (*connect.Client[v1.BranchRequest, v1.BranchResponse], error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c, ok := g.clients[raw]; ok {
+		return c, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	hc, scheme := g.plain, "http"
+	if u.Scheme == "grpcs" {
+		hc, scheme = g.secure, "https"
+	}
+	c := connect.NewClient[v1.BranchRequest, v1.BranchResponse](hc, scheme+"://"+u.Host+u.Path, connect.WithGRPC())
+	if len(g.clients) < 10000 {
+		g.clients[raw] = c
+	}
+	return c, nil
+}
+
+// Call implements Caller.
+func (g *GRPCCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c protocol.Call) (protocol.Outcome, string) {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(c.Timeout))
+		defer cancel()
+	}
+	cl, err := g.client(c.URL)
+	if err != nil {
+		return protocol.OutcomeUnknown, err.Error()
+	}
+	resp, err := cl.CallUnary(ctx, connect.NewRequest(&v1.BranchRequest{
+		Gid: gid, BranchId: c.Branch, Op: string(c.Op), Mode: string(mode), Payload: c.Payload,
+	}))
+	if err != nil {
+		var ce *connect.Error
+		if errors.As(err, &ce) && ce.Code() == connect.CodeAborted {
+			return protocol.OutcomeRejected, ce.Message()
+		}
+		return protocol.OutcomeUnknown, trimReason(err.Error())
+	}
+	if c.Op == protocol.OpPrepare && resp.Msg.Vote == "read-only" {
+		return protocol.OutcomeReadOnly, ""
+	}
+	return protocol.OutcomeSuccess, ""
+}
+
+func trimReason(s string) string {
+	if len(s) > maxReason {
+		return s[:maxReason]
+	}
+	return s
+}
+
+// SchemeCaller sends each call to the caller for its URL's scheme:
+// http/https to HTTP, grpc/grpcs to GRPC.
+type SchemeCaller struct {
+	HTTP Caller
+	GRPC Caller
+}
+
+// NewSchemeCaller returns a caller for http, https, grpc and grpcs URLs.
+func NewSchemeCaller() *SchemeCaller {
+	return &SchemeCaller{HTTP: NewHTTPCaller(), GRPC: NewGRPCCaller()}
+}
+
+// Call implements Caller.
+func (s *SchemeCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c protocol.Call) (protocol.Outcome, string) {
+	if strings.HasPrefix(c.URL, "grpc://") || strings.HasPrefix(c.URL, "grpcs://") {
+		return s.GRPC.Call(ctx, gid, mode, c)
+	}
+	return s.HTTP.Call(ctx, gid, mode, c)
+}
