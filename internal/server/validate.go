@@ -2,8 +2,8 @@ package server
 
 import (
 	"fmt"
-	"strings"
 	"net/url"
+	"strings"
 	"time"
 
 	v1 "github.com/concordtm/concord/gen/concord/v1"
