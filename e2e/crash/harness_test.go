@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/concordtm/concord/client"
+	"github.com/concordtm/concord/internal/testenv"
 	"github.com/concordtm/concord/internal/testenv/proc"
 	"github.com/concordtm/concord/participant"
 )
@@ -39,8 +40,7 @@ type coord struct {
 // (none if empty).
 func startCoord(t *testing.T, dir, failpoints string) *coord {
 	t.Helper()
-	srv := proc.Start(t, dir, []string{"CONCORD_FAILPOINTS=" + failpoints}, serverFlags...)
-	t.Cleanup(func() { checkLog(t, srv) })
+	srv := proc.StartArmed(t, dir, failpoints, serverFlags...)
 	return &coord{t: t, dir: dir, srv: srv, client: client.New(srv.URL)}
 }
 
@@ -59,18 +59,7 @@ func (c *coord) restart() *coord {
 // expectCrash waits for the process to kill itself at the named failpoint.
 func (c *coord) expectCrash(point string) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.t.Context(), settleTimeout)
-	defer cancel()
-	killed, err := c.srv.WaitExit(ctx)
-	if err != nil {
-		c.t.Fatalf("failpoint %s never fired: %v\nstderr:\n%s", point, err, c.srv.Stderr())
-	}
-	if !killed {
-		c.t.Fatalf("coordinator exited, but not by SIGKILL\nstderr:\n%s", c.srv.Stderr())
-	}
-	if want := "failpoint: " + point + ": SIGKILL"; !strings.Contains(c.srv.Stderr(), want) {
-		c.t.Fatalf("coordinator died of SIGKILL without %q in its log\nstderr:\n%s", want, c.srv.Stderr())
-	}
+	c.srv.ExpectCrash(c.t, point, settleTimeout)
 }
 
 // dead reports whether the process has exited.
@@ -80,19 +69,6 @@ func (c *coord) dead() bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// checkLog fails the test if the coordinator reported a data race or a
-// panic: with SIGKILL ending every process, the exit status cannot.
-func checkLog(t *testing.T, srv *proc.Server) {
-	t.Helper()
-	log := srv.Stderr()
-	for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
-		if strings.Contains(log, bad) {
-			t.Errorf("coordinator (pid %d) logged %q:\n%s", srv.Pid(), bad, log)
-			return
-		}
 	}
 }
 
@@ -128,19 +104,7 @@ func describeTx(tx *client.Transaction) string {
 // eventually polls cond until it holds or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-t.Context().Done():
-			t.Fatalf("test ended waiting for %s", what)
-		}
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 // leg is one branch of a saga or TCC: a transfer at one bank.

@@ -45,8 +45,7 @@ type coord struct {
 
 func startCoord(t *testing.T, dir, failpoints string) *coord {
 	t.Helper()
-	srv := proc.Start(t, dir, []string{"CONCORD_FAILPOINTS=" + failpoints}, serverFlags...)
-	t.Cleanup(func() { checkLog(t, srv) })
+	srv := proc.StartArmed(t, dir, failpoints, serverFlags...)
 	return &coord{t: t, dir: dir, srv: srv, client: client.New(srv.URL)}
 }
 
@@ -64,15 +63,7 @@ func (c *coord) restart() *coord {
 // expectCrash waits for the process to kill itself at the failpoint.
 func (c *coord) expectCrash(point string) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.t.Context(), settleTimeout)
-	defer cancel()
-	killed, err := c.srv.WaitExit(ctx)
-	if err != nil {
-		c.t.Fatalf("failpoint %s never fired: %v\nstderr:\n%s", point, err, c.srv.Stderr())
-	}
-	if !killed || !strings.Contains(c.srv.Stderr(), "failpoint: "+point+": SIGKILL") {
-		c.t.Fatalf("coordinator did not die of SIGKILL at %s\nstderr:\n%s", point, c.srv.Stderr())
-	}
+	c.srv.ExpectCrash(c.t, point, settleTimeout)
 }
 
 // waitSettled waits until gid is final or stuck.
@@ -87,34 +78,10 @@ func (c *coord) waitSettled(gid string) *client.Transaction {
 	return tx
 }
 
-// checkLog fails the test if the coordinator logged a race or a panic.
-func checkLog(t *testing.T, srv *proc.Server) {
-	t.Helper()
-	log := srv.Stderr()
-	for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
-		if strings.Contains(log, bad) {
-			t.Errorf("coordinator (pid %d) logged %q:\n%s", srv.Pid(), bad, log)
-			return
-		}
-	}
-}
-
 // eventually polls cond every 10ms until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-t.Context().Done():
-			t.Fatalf("test ended waiting for %s", what)
-		}
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 // service is a participant in the test process: an HTTP server whose one

@@ -189,3 +189,20 @@ func redactMySQL(dsn string) string {
 	}
 	return cfg.FormatDSN()
 }
+
+// Eventually polls cond every 10ms until it holds, failing the test after
+// timeout or when the test ends. Tests use it instead of sleeping.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}

@@ -185,3 +185,41 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// StartArmed starts the server like Start with the named failpoints armed
+// (CONCORD_FAILPOINTS; none if empty) and, at cleanup, fails the test if
+// the process logged a data race or a panic (a process killed by SIGKILL
+// cannot report one through its exit code).
+func StartArmed(t testing.TB, dataDir, failpoints string, args ...string) *Server {
+	t.Helper()
+	s := Start(t, dataDir, []string{"CONCORD_FAILPOINTS=" + failpoints}, args...)
+	t.Cleanup(func() { s.CheckLog(t) })
+	return s
+}
+
+// ExpectCrash waits (at most timeout) for the process to kill itself at
+// the named failpoint, and fails the test otherwise.
+func (s *Server) ExpectCrash(t testing.TB, point string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	killed, err := s.WaitExit(ctx)
+	if err != nil {
+		t.Fatalf("failpoint %s never fired: %v\nstderr:\n%s", point, err, s.Stderr())
+	}
+	if !killed || !strings.Contains(s.Stderr(), "failpoint: "+point+": SIGKILL") {
+		t.Fatalf("coordinator did not die of SIGKILL at %s\nstderr:\n%s", point, s.Stderr())
+	}
+}
+
+// CheckLog fails the test if the process logged a data race or a panic.
+func (s *Server) CheckLog(t testing.TB) {
+	t.Helper()
+	log := s.Stderr()
+	for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("coordinator (pid %d) logged %q:\n%s", s.Pid(), bad, log)
+			return
+		}
+	}
+}
