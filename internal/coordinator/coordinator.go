@@ -237,7 +237,10 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 	}
 	var w *pendingWrite
 	if len(fx) > 0 {
-		if _, ok := fx[0].(protocol.Persist); ok {
+		if _, ok := fx[0].(protocol.Deferred); ok {
+			// Kept in memory only; the next written state carries it.
+			fx = fx[1:]
+		} else if _, ok := fx[0].(protocol.Persist); ok {
 			rec, err := encode(&nt)
 			if err != nil {
 				return nt, nil, nil, fmt.Errorf("encode %s: %w", nt.GID, err)

@@ -8,6 +8,14 @@ type Effect interface{ effect() }
 // Persist: write the step's resulting state durably.
 type Persist struct{}
 
+// Deferred: the state changed, but nothing depends on the change being
+// durable: a crash that loses it is harmless by the protocol's design (a
+// 2PC vote before the decision: a restart aborts anyway; a commit
+// acknowledgement before the last: a restart resends the commit). The
+// runtime keeps the new state in memory and the next written state carries
+// it. A step that defers emits no Call, Report or Alert.
+type Deferred struct{}
+
 // Call: invoke one branch operation. The runtime reports the outcome back
 // as a Result event carrying the same Branch, Op and Attempt.
 type Call struct {
@@ -33,8 +41,9 @@ type Alert struct {
 	Message string
 }
 
-func (Persist) effect() {}
-func (Call) effect()    {}
-func (Arm) effect()     {}
-func (Report) effect()  {}
-func (Alert) effect()   {}
+func (Persist) effect()  {}
+func (Deferred) effect() {}
+func (Call) effect()     {}
+func (Arm) effect()      {}
+func (Report) effect()   {}
+func (Alert) effect()    {}

@@ -36,8 +36,9 @@ type Machine struct {
 // Effects collects what a step asks for. Do functions append calls, timers
 // and reports; Step puts the Persist first.
 type Effects struct {
-	list    []Effect
-	noWrite bool
+	list     []Effect
+	noWrite  bool
+	deferred bool
 }
 
 // Call appends a Call effect.
@@ -57,6 +58,10 @@ func (fx *Effects) Alert(kind, msg string) {
 // Unchanged marks the step as having changed nothing that must be written
 // (an idempotent repeat, a timer with nothing due).
 func (fx *Effects) Unchanged() { fx.noWrite = true }
+
+// Defer marks the step's change as not worth a write of its own (see
+// Deferred): the next written state carries it.
+func (fx *Effects) Defer() { fx.deferred = true }
 
 // Find returns the transition for (status, kind), or nil.
 func (m *Machine) Find(s Status, k EventKind) *Transition {
@@ -90,6 +95,17 @@ func (m *Machine) Step(t Txn, ev Event) (Txn, []Effect, error) {
 		return nt, fx.list, nil
 	}
 	nt.UpdatedAt = ev.At()
+	if fx.deferred {
+		for _, e := range fx.list {
+			switch e.(type) {
+			case Call, Report, Alert:
+				// A bug in a Do function: something that must follow a
+				// durable write.
+				return t, nil, fmt.Errorf("%w: %s: a deferred step emitted %T", ErrInvalidTransition, m.Mode, e)
+			}
+		}
+		return nt, append([]Effect{Deferred{}}, fx.list...), nil
+	}
 	return nt, append([]Effect{Persist{}}, fx.list...), nil
 }
 

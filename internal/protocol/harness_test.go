@@ -108,6 +108,8 @@ func fmtEffect(e p.Effect) string {
 	switch e := e.(type) {
 	case p.Persist:
 		return "Persist"
+	case p.Deferred:
+		return "Deferred"
 	case p.Call:
 		return fmt.Sprintf("Call %s %s #%d", e.Branch, e.Op, e.Attempt)
 	case p.Arm:

@@ -371,7 +371,11 @@ func (s *sim) deliver(ev p.Event) error {
 
 func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
 	persisted := len(fx) > 0 && fx[0] == p.Effect(p.Persist{})
-	if !persisted && sameTxn(s.txn, nt) != nil {
+	deferred := len(fx) > 0 && fx[0] == p.Effect(p.Deferred{})
+	if deferred && s.txn.Mode != p.ModeTwoPC {
+		return fmt.Errorf("%s deferred a write; only 2PC's votes and commit acknowledgements may", s.txn.Mode)
+	}
+	if !persisted && !deferred && sameTxn(s.txn, nt) != nil {
 		return fmt.Errorf("state changed without a Persist: %v", sameTxn(s.txn, nt))
 	}
 	for i, e := range fx {

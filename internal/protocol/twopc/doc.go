@@ -56,6 +56,14 @@
 // compensation; otherwise the late prepare would lock resources that no
 // decision will ever release.
 //
+// # Writes
+//
+// Three writes per transaction are forced: accepted, decided (the commit
+// decision, before any commit is sent), finished. A vote that decides
+// nothing and a commit acknowledgement that is not the last are Deferred:
+// kept in memory and carried by the next write, because losing them in a
+// crash is harmless (see Restarts).
+//
 // # Restarts
 //
 // Recover of a transaction still running (undecided) aborts it: the

@@ -78,6 +78,7 @@ func result(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	if err != nil {
 		return err
 	}
+	before := t.Status
 	if !stale {
 		apply(t, b, op, r)
 	}
@@ -86,6 +87,13 @@ func result(t *p.Txn, ev p.Event, fx *p.Effects) error {
 		count(t, r.Now, fx)
 	case p.StatusCommitting:
 		phase2(t, fx)
+	}
+	// A vote that decides nothing, or a commit acknowledgement that is not
+	// the last, needs no write of its own: a restart before the decision
+	// aborts whatever the votes were, and a restart while committing
+	// resends the commit (participants' commits are idempotent).
+	if t.Status == before && (before == p.StatusRunning || before == p.StatusCommitting) {
+		fx.Defer()
 	}
 	return nil
 }
