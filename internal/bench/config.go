@@ -20,6 +20,11 @@ const (
 	// ModeTwoPC: each transaction is a two-phase commit with two HTTP
 	// participants that vote yes at once, submitted with SubmitAndWait.
 	ModeTwoPC = "2pc"
+	// ModeTwoPCXA: each transaction is a two-phase commit with two XA
+	// branches (package participant/xa) served by this process, one on
+	// MariaDB/MySQL and one on PostgreSQL, each incrementing one random
+	// row of a table of its own, submitted with SubmitAndWait.
+	ModeTwoPCXA = "2pc-xa"
 )
 
 // ErrConfig wraps every problem Validate finds.
@@ -27,7 +32,7 @@ var ErrConfig = errors.New("bench: invalid configuration")
 
 // Config is one benchmark run; see Validate for what Run accepts.
 type Config struct {
-	Mode        string        // ModeSaga, ModeTCC or ModeTwoPC
+	Mode        string        // ModeSaga, ModeTCC, ModeTwoPC or ModeTwoPCXA
 	Concurrency int           // workers, each running one transaction at a time
 	Duration    time.Duration // measured period
 	Warmup      time.Duration // period before it whose transactions are not counted
@@ -37,29 +42,40 @@ type Config struct {
 	// Binary is the concord executable started for the child coordinator;
 	// empty means this process's own executable.
 	Binary string
+	// MySQLDSN and PostgresDSN are the databases of ModeTwoPCXA
+	// (go-sql-driver/mysql and pgx syntax); other modes ignore them.
+	MySQLDSN    string
+	PostgresDSN string
 }
 
 // Default returns the configuration `concord bench` runs without flags.
 func Default() Config {
-	return Config{Mode: ModeSaga, Concurrency: 10, Duration: 10 * time.Second, Warmup: 2 * time.Second}
+	return Config{Mode: ModeSaga, Concurrency: 10, Duration: 10 * time.Second, Warmup: 2 * time.Second,
+		MySQLDSN: DefaultMySQLDSN, PostgresDSN: DefaultPostgresDSN}
 }
 
-// RegisterFlags defines the -mode, -concurrency, -duration, -warmup and
-// -addr flags on fs, with c's current values as defaults.
+// RegisterFlags defines the -mode, -concurrency, -duration, -warmup,
+// -addr, -mysql-dsn and -postgres-dsn flags on fs, with c's current values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait), tcc (2-branch TCC, commit and wait) or 2pc (2 HTTP participants, submit and wait)")
+	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait), tcc (2-branch TCC, commit and wait) 2pc (2 HTTP participants, submit and wait) or 2pc-xa (2 XA branches, MariaDB and PostgreSQL, submit and wait)")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "workers, each running one transaction at a time")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured period")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "`url` of a running coordinator; empty starts 'concord serve' as a child process on a temporary data directory")
+	fs.StringVar(&c.MySQLDSN, "mysql-dsn", c.MySQLDSN, "MariaDB/MySQL `dsn` (go-sql-driver syntax) of mode 2pc-xa")
+	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL `dsn` (URL or key=value) of mode 2pc-xa")
 }
 
 // Validate reports every problem at once, in one error wrapping ErrConfig.
 // An Addr without a scheme is taken as http://.
 func (c Config) Validate() error {
 	var errs []string
-	if c.Mode != ModeSaga && c.Mode != ModeTCC && c.Mode != ModeTwoPC {
-		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC))
+	switch c.Mode {
+	case ModeSaga, ModeTCC, ModeTwoPC:
+	case ModeTwoPCXA:
+		errs = append(errs, validateDSNs(c)...)
+	default:
+		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC, ModeTwoPCXA))
 	}
 	if c.Concurrency <= 0 {
 		errs = append(errs, fmt.Sprintf("concurrency %d: must be positive", c.Concurrency))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,8 @@ type Result struct {
 	CPUMsPerTx float64 `json:"cpu_ms_per_tx,omitempty"`
 
 	FirstError string `json:"first_error,omitempty"`
+
+	xa xaCheck // of ModeTwoPCXA, for tests
 }
 
 // Run measures the coordinator as cfg says. It returns once the measured
@@ -63,6 +66,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("participants: %w", err)
 	}
 	defer p.close()
+	var xw *xaWorkload
+	if cfg.Mode == ModeTwoPCXA {
+		if xw, err = openXA(ctx, cfg); err != nil {
+			return Result{}, err
+		}
+		defer xw.close() // after the coordinator's stop: rolls back what is left
+	}
 
 	var coord *child
 	base, _ := coordinatorURL(cfg.Addr)
@@ -99,6 +109,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 
 	txn := newTxnFunc(cfg.Mode, c, p)
+	if xw != nil {
+		txn = xw.txn(c)
+	}
 	from := time.Now().Add(cfg.Warmup)
 	end := from.Add(cfg.Duration)
 	runCtx, stopRun := context.WithDeadline(ctx, end)
@@ -153,6 +166,32 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			res.RSSMB = math.Round(float64(after.Peak)/(1<<20)*10) / 10
 			if res.Count > 0 && beforeOK {
 				res.CPUMsPerTx = math.Round(float64(after.CPU-before.CPU)/float64(time.Millisecond)/float64(res.Count)*1000) / 1000
+			}
+		}
+	}
+	if xw != nil {
+		// Before the deferred stop of a child coordinator: finish asks it
+		// about the transactions the end of the run cut off.
+		// Its problems are failures of the run: the report shows them.
+		var problems []string
+		if res.xa, err = xw.finish(ctx, c); err != nil {
+			problems = append(problems, fmt.Sprintf("2pc-xa cleanup: %v", err))
+		}
+		for _, side := range []struct {
+			name string
+			sum  int64
+		}{{"mariadb", res.xa.mysqlSum}, {"postgres", res.xa.pgSum}} {
+			if res.xa.summed && side.sum != res.xa.committed {
+				res.Errors += int(max(res.xa.committed-side.sum, 1))
+				problems = append(problems, fmt.Sprintf("2pc-xa check: %d transactions succeeded but the %s rows sum to %d", res.xa.committed, side.name, side.sum))
+			}
+		}
+		if len(problems) > 0 {
+			if err != nil {
+				res.Errors++
+			}
+			if res.FirstError == "" {
+				res.FirstError = strings.Join(problems, "; ")
 			}
 		}
 	}
