@@ -19,6 +19,11 @@
 // rows of every database, and checks the outcome against snapshots of the
 // tables taken before and after each purchase. Run returns those snapshots
 // in a Report.
+//
+// With Options.PostgresDSN and Options.MySQLDSN, the 2PC purchases run with
+// the order service on PostgreSQL and the inventory service on
+// MySQL/MariaDB through participant/xa, so that their yes votes are real
+// prepared transactions (see xademo.go).
 package demo
 
 import (
@@ -66,6 +71,14 @@ type Options struct {
 	DataDir string       // kept if set; otherwise a temporary directory, removed afterwards
 	Out     io.Writer    // the narration; nil discards it
 	Log     *slog.Logger // the coordinator's log; nil discards it
+
+	// PostgresDSN (pgx) and MySQLDSN (go-sql-driver/mysql), given together
+	// and only with the 2pc mode (or all), run the 2PC purchases with the
+	// order service on PostgreSQL and the inventory service on
+	// MySQL/MariaDB, through participant/xa: every yes vote there is a real
+	// PREPARE TRANSACTION or XA PREPARE. The demo creates its own tables
+	// (demo_orders_<random>, demo_stock_<random>) and drops them at the end.
+	PostgresDSN, MySQLDSN string
 }
 
 // Report is what Run observed, for tests and callers that check it.
@@ -77,6 +90,8 @@ type Report struct {
 // ModeReport is one protocol's run: the opening state and the purchases.
 type ModeReport struct {
 	Mode      string
+	XA        bool     // order and inventory on PostgreSQL and MySQL/MariaDB
+	XATables  []string // then: their tables there (dropped at the end)
 	Initial   Snapshot
 	Purchases []Purchase
 }
@@ -121,6 +136,16 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
+	if err := checkXAOptions(o, modes); err != nil {
+		return Report{}, err
+	}
+	var xdb *xaDBs
+	if o.PostgresDSN != "" {
+		if xdb, err = openXADBs(ctx, o.PostgresDSN, o.MySQLDSN); err != nil {
+			return Report{}, err
+		}
+		defer xdb.close()
+	}
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
@@ -153,10 +178,14 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	out.printf("  services      order, inventory and payment, each an HTTP server with its own\n")
 	out.printf("                SQLite database, a barrier table that makes every saga and TCC call\n")
 	out.printf("                idempotent, and a 2PC table that keeps prepared branches (twophase)\n")
+	if xdb != nil {
+		out.printf("  2PC on real   order on %s %s, inventory on %s %s\n", xdb.pgLabel, xdb.pgWhere, xdb.myLabel, xdb.myWhere)
+		out.printf("  databases     (participant/xa: a yes vote is a real prepared transaction there)\n")
+	}
 
 	var checks []error
 	for _, mode := range modes {
-		mr, errs, err := runMode(ctx, c, mode, filepath.Join(rep.DataDir, "shop-"+mode), out)
+		mr, errs, err := runMode(ctx, c, mode, filepath.Join(rep.DataDir, "shop-"+mode), xdb, out)
 		rep.Modes = append(rep.Modes, mr)
 		if err != nil {
 			return rep, err
@@ -202,13 +231,30 @@ func startCoordinator(ctx context.Context, dir string, log *slog.Logger) (url st
 // runMode opens a fresh shop and plays every scenario under one protocol.
 // The first error list holds failed checks; the error is anything that
 // stopped the run.
-func runMode(ctx context.Context, c *client.Client, mode, dir string, out *console) (ModeReport, []error, error) {
-	mr := ModeReport{Mode: mode}
-	sh, err := openShop(ctx, dir, out)
+func runMode(ctx context.Context, c *client.Client, mode, dir string, xdb *xaDBs, out *console) (ModeReport, []error, error) {
+	mr := ModeReport{Mode: mode, XA: mode == ModeTwoPC && xdb != nil}
+	var sh *shop
+	var err error
+	if mr.XA {
+		sh, err = openShopXA(ctx, dir, xdb, out)
+	} else {
+		sh, err = openShop(ctx, dir, out)
+	}
 	if err != nil {
 		return mr, nil, err
 	}
-	defer sh.close()
+	if mr.XA {
+		mr.XATables = []string{sh.order.sqlTable, sh.inventory.sqlTable}
+	}
+	defer func() {
+		sh.close()
+		if sh.leftovers > 0 {
+			out.printf("  ✗ %d prepared branches of the demo were left behind; rolled back now\n", sh.leftovers)
+		}
+		if sh.cleanupErr != nil {
+			out.printf("  ✗ cleanup of the databases: %v\n", sh.cleanupErr)
+		}
+	}()
 	if mr.Initial, err = sh.snapshot(ctx); err != nil {
 		return mr, nil, err
 	}
@@ -230,6 +276,7 @@ func runMode(ctx context.Context, c *client.Client, mode, dir string, out *conso
 		}
 		out.printf("\n── %s %d. %s %s\n", strings.ToUpper(mode), i+1, title, strings.Repeat("─", max(3, 70-len(mode)-len(title))))
 		pr := Purchase{User: p.User, Qty: p.Qty, Amount: p.Amount, GID: newGID(mode, p.User), Before: before}
+		sh.gids = append(sh.gids, pr.GID)
 		tctx, cancel := context.WithTimeout(ctx, txTimeout)
 		var tx *client.Transaction
 		switch mode {
@@ -269,6 +316,12 @@ func printModeHeader(out *console, mode string, sh *shop) {
 		out.printf("  database with the branch (participant/twophase) and votes yes; one that cannot\n")
 		out.printf("  votes no. Phase 2: all yes → the coordinator writes COMMIT to disk, then tells\n")
 		out.printf("  every service to commit; any no → it tells the yes voters to abort (release).\n")
+		if sh.xa {
+			out.printf("  Here order and inventory prepare in their real databases (participant/xa): the\n")
+			out.printf("  prepare runs the final SQL and ends with PREPARE TRANSACTION (PostgreSQL) or\n")
+			out.printf("  XA PREPARE (MySQL/MariaDB); the changes survive a crash but stay invisible\n")
+			out.printf("  until COMMIT PREPARED / XA COMMIT. Payment keeps its reservation in SQLite.\n")
+		}
 	default:
 		out.printf("\n══ TCC %s\n", strings.Repeat("═", 71))
 		out.printf("  The shop itself calls every service's Try, which only reserves (a pending order,\n")
@@ -281,7 +334,7 @@ func printModeHeader(out *console, mode string, sh *shop) {
 		if mode == ModeTwoPC {
 			url += pathTwoPC
 		}
-		out.printf("  %-10s %-26s %s\n", s.name, url, filepath.Join(filepath.Base(filepath.Dir(s.path)), s.file))
+		out.printf("  %-10s %-26s %s\n", s.name, url, s.where)
 	}
 }
 

@@ -44,17 +44,20 @@ type route struct {
 // database, with a barrier table (saga, TCC) and a 2PC table (twophase)
 // next to its business table.
 type service struct {
-	name    string // "order", "inventory", "payment"
-	table   string // its business table
-	file    string // the database file's base name
-	path    string // the database file
-	db      *sql.DB
-	barrier *participant.Barrier
-	tp      *twophase.Store // prepared 2PC branches
-	phases  phases          // the 2PC operations, served at pathTwoPC
-	srv     *http.Server
-	url     string // base URL, e.g. http://127.0.0.1:41234
-	out     *console
+	name     string     // "order", "inventory", "payment"
+	table    string     // its business table (its name in snapshots)
+	sqlTable string     // the table's name in the database
+	where    string     // where the table lives, for the console
+	xa       *xaBackend // set when 2PC runs on a real database (participant/xa)
+	file     string     // the database file's base name
+	path     string     // the database file
+	db       *sql.DB
+	barrier  *participant.Barrier
+	tp       *twophase.Store // prepared 2PC branches
+	phases   phases          // the 2PC operations, served at pathTwoPC
+	srv      *http.Server
+	url      string // base URL, e.g. http://127.0.0.1:41234
+	out      *console
 
 	mu      sync.Mutex
 	done    map[string]bool // forward operations that committed, by gid/branch
@@ -68,6 +71,8 @@ func openService(ctx context.Context, dir, name, table string, schema []string, 
 		phases: ph, changed: make(chan struct{})}
 	path := filepath.Join(dir, s.file)
 	s.path = path
+	s.sqlTable = table
+	s.where = filepath.Join(filepath.Base(dir), s.file)
 	for _, suffix := range []string{"", "-wal", "-shm"} { // a kept data dir is reset
 		if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
@@ -122,19 +127,23 @@ func (s *service) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.srv.Shutdown(ctx)
+	if s.xa != nil {
+		s.dropTable() // the pool belongs to the run
+		return
+	}
 	s.db.Close()
 }
 
 // snapshot reads the service's business table.
 func (s *service) snapshot(ctx context.Context) (Table, error) {
-	rows, err := readTable(ctx, s.db, s.table)
+	rows, err := readTable(ctx, s.db, s.sqlTable)
 	return Table{DB: s.file, Name: s.table, Rows: rows}, err
 }
 
 // stock returns the available quantity of the demo's item (inventory only).
 func (s *service) stock(ctx context.Context) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT qty FROM stock WHERE sku = ?`, sku).Scan(&n)
+	err := s.db.QueryRowContext(ctx, `SELECT qty FROM `+s.sqlTable+` WHERE sku = ?`, sku).Scan(&n)
 	return n, err
 }
 
@@ -227,7 +236,14 @@ func (c *console) printf(format string, args ...any) {
 // shop is the three services of one run, each with its own database.
 type shop struct {
 	order, inventory, payment *service
+
+	xa         bool     // order and inventory on real databases (openShopXA)
+	gids       []string // the gids of the run, for cleanupXA
+	leftovers  int      // prepared branches cleanupXA had to abort
+	cleanupErr error    // what cleanupXA reported
 }
+
+func mkdir(dir string) error { return os.MkdirAll(dir, 0o755) }
 
 // openShop starts the three services with fresh databases in dir.
 func openShop(ctx context.Context, dir string, out *console) (*shop, error) {
@@ -261,6 +277,11 @@ func (sh *shop) services() []*service {
 }
 
 func (sh *shop) close() {
+	if sh.xa {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sh.cleanupErr = sh.cleanupXA(ctx)
+		cancel()
+	}
 	for _, s := range sh.services() {
 		s.close()
 	}

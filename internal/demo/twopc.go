@@ -48,6 +48,9 @@ const settleWait = 3 * time.Second
 // handleTwoPC serves the service's 2PC URL with the twophase helper and
 // prints what each call did.
 func (s *service) handleTwoPC() participant.HandlerFunc {
+	if s.xa != nil {
+		return s.handleXA()
+	}
 	return func(ctx context.Context, b participant.Branch, body []byte) error {
 		// Each call gets its own ran/did: concurrent calls must not share them.
 		var did string
@@ -161,7 +164,7 @@ func (s *service) settle(ctx context.Context, c *client.Client, gid string) erro
 		s.mu.Lock()
 		changed := s.changed
 		s.mu.Unlock()
-		st, err := s.tp.State(ctx, gid, s.name)
+		st, err := s.branchState(ctx, gid)
 		if err != nil {
 			return err
 		}
