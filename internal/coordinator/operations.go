@@ -28,6 +28,26 @@ func specHash(v any) string {
 	return hex.EncodeToString(h[:12])
 }
 
+// nameBranches requires at least one branch, gives each branch without an
+// id its position ("1", "2", ...), and rejects repeated ids.
+func nameBranches(what string, branches []protocol.Branch) error {
+	if len(branches) == 0 {
+		return fmt.Errorf("%w: a %s needs at least one branch", ErrInvalid, what)
+	}
+	seen := make(map[string]bool, len(branches))
+	for i := range branches {
+		b := &branches[i]
+		if b.ID == "" {
+			b.ID = fmt.Sprint(i + 1)
+		}
+		if seen[b.ID] {
+			return fmt.Errorf("%w: duplicate branch id %q", ErrInvalid, b.ID)
+		}
+		seen[b.ID] = true
+	}
+	return nil
+}
+
 // SubmitSaga durably accepts a saga and starts it. It returns once the
 // saga is on disk (not when it finishes; see Wait). Resubmitting the same
 // gid with the same content returns the existing transaction.
@@ -36,19 +56,10 @@ func (c *Coordinator) SubmitSaga(ctx context.Context, spec SagaSpec) (protocol.T
 	if minted {
 		spec.GID = NewGID()
 	}
-	if len(spec.Branches) == 0 {
-		return protocol.Txn{}, fmt.Errorf("%w: a saga needs at least one branch", ErrInvalid)
+	if err := nameBranches("saga", spec.Branches); err != nil {
+		return protocol.Txn{}, err
 	}
-	seen := map[string]bool{}
-	for i := range spec.Branches {
-		b := &spec.Branches[i]
-		if b.ID == "" {
-			b.ID = fmt.Sprint(i + 1)
-		}
-		if seen[b.ID] {
-			return protocol.Txn{}, fmt.Errorf("%w: duplicate branch id %q", ErrInvalid, b.ID)
-		}
-		seen[b.ID] = true
+	for _, b := range spec.Branches {
 		if !spec.Concurrent && len(b.After) > 0 {
 			return protocol.Txn{}, fmt.Errorf("%w: branch %q: 'after' needs a concurrent saga", ErrInvalid, b.ID)
 		}
@@ -75,19 +86,8 @@ func (c *Coordinator) SubmitTwoPC(ctx context.Context, spec TwoPCSpec) (protocol
 	if minted {
 		spec.GID = NewGID()
 	}
-	if len(spec.Branches) == 0 {
-		return protocol.Txn{}, fmt.Errorf("%w: a 2pc transaction needs at least one branch", ErrInvalid)
-	}
-	seen := map[string]bool{}
-	for i := range spec.Branches {
-		b := &spec.Branches[i]
-		if b.ID == "" {
-			b.ID = fmt.Sprint(i + 1)
-		}
-		if seen[b.ID] {
-			return protocol.Txn{}, fmt.Errorf("%w: duplicate branch id %q", ErrInvalid, b.ID)
-		}
-		seen[b.ID] = true
+	if err := nameBranches("2pc transaction", spec.Branches); err != nil {
+		return protocol.Txn{}, err
 	}
 	t := protocol.Txn{
 		GID: spec.GID, Mode: protocol.ModeTwoPC, Options: withDefaults(spec.Options, c.cfg.Defaults),
