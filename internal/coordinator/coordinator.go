@@ -92,7 +92,8 @@ func newEntry(t protocol.Txn, m *protocol.Machine) *entry {
 	return &entry{txn: t, durable: t, machine: m, changed: make(chan struct{})}
 }
 
-// write is a queued store write of one step's state.
+// pendingWrite is a queued store write of one step's state; a deferred
+// step has one with a nil done (nothing to wait for).
 type pendingWrite struct {
 	done chan error
 	seq  uint64
@@ -240,6 +241,7 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 		if _, ok := fx[0].(protocol.Deferred); ok {
 			// Kept in memory only; the next written state carries it.
 			fx = fx[1:]
+			w = &pendingWrite{} // no write to wait for
 		} else if _, ok := fx[0].(protocol.Persist); ok {
 			rec, err := encode(&nt)
 			if err != nil {
@@ -268,15 +270,17 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 // state that led to it is on disk.
 func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, fx []protocol.Effect, w *pendingWrite) (protocol.Txn, error) {
 	if w != nil {
-		if err := <-w.done; err != nil {
-			c.writeFailed(e, err)
-			return nt, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		if w.done != nil {
+			if err := <-w.done; err != nil {
+				c.writeFailed(e, err)
+				return nt, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			e.mu.Lock()
+			if w.seq > e.durableSeq {
+				e.durable, e.durableSeq = nt, w.seq
+			}
+			e.mu.Unlock()
 		}
-		e.mu.Lock()
-		if w.seq > e.durableSeq {
-			e.durable, e.durableSeq = nt, w.seq
-		}
-		e.mu.Unlock()
 		c.crashPoints(old, nt, ev, fx)
 	}
 	for _, f := range fx {
@@ -294,7 +298,7 @@ func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, 
 			c.raise(nt, f)
 		}
 	}
-	if nt.Status.Final() && w != nil {
+	if nt.Status.Final() && w != nil && w.done != nil {
 		c.mu.Lock()
 		if c.live[nt.GID] == e {
 			delete(c.live, nt.GID)

@@ -372,8 +372,11 @@ func (s *sim) deliver(ev p.Event) error {
 func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
 	persisted := len(fx) > 0 && fx[0] == p.Effect(p.Persist{})
 	deferred := len(fx) > 0 && fx[0] == p.Effect(p.Deferred{})
-	if deferred && s.txn.Mode != p.ModeTwoPC {
-		return fmt.Errorf("%s deferred a write; only 2PC's votes and commit acknowledgements may", s.txn.Mode)
+	if deferred && s.txn.Mode == p.ModeSaga {
+		return fmt.Errorf("a saga deferred a write; only 2PC votes and acknowledgements and TCC confirm/cancel acknowledgements may")
+	}
+	if deferred && s.txn.Mode == p.ModeTCC && s.txn.Status != p.StatusConfirming && s.txn.Status != p.StatusCancelling {
+		return fmt.Errorf("a TCC deferred a write in %s; only confirm/cancel acknowledgements may", s.txn.Status)
 	}
 	if !persisted && !deferred && sameTxn(s.txn, nt) != nil {
 		return fmt.Errorf("state changed without a Persist: %v", sameTxn(s.txn, nt))

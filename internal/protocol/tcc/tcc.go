@@ -154,11 +154,19 @@ func result(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	if err != nil {
 		return err
 	}
+	before := t.Status
 	if !stale {
 		p.ApplyOutcome(t, b, op, r, false)
 	}
 	if t.Status != p.StatusStuck {
 		advance(t, r.Now, fx)
+	}
+	// A confirm or cancel acknowledgement that is not the last needs no
+	// write of its own: after a restart the coordinator resends every
+	// confirm (or cancel) not known to be done, and the barrier absorbs
+	// the repeat.
+	if t.Status == before && (before == p.StatusConfirming || before == p.StatusCancelling) {
+		fx.Defer()
 	}
 	return nil
 }
