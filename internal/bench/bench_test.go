@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"io"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/concordtm/concord/internal/config"
 	"github.com/concordtm/concord/internal/server"
+	"github.com/concordtm/concord/internal/testenv"
+	"github.com/concordtm/concord/participant/xa"
 )
 
 // checkResult asserts what every successful short run must show. It is a
@@ -311,4 +314,67 @@ func TestParticipants(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || p.count(opAction) != 1 {
 		t.Errorf("GET /action: %d, count %d; want 404 and no call counted", resp.StatusCode, p.count(opAction))
 	}
+}
+
+// TestXA drives mode 2pc-xa against the test databases and an in-process
+// coordinator: every committed transaction must have incremented one row
+// on each side, and no branch of the run may stay prepared.
+func TestXA(t *testing.T) {
+	my, pg := testenv.MariaDB(t), testenv.Postgres(t)
+	url := startCoordinator(t)
+	cfg := Config{Mode: ModeTwoPCXA, Concurrency: 4, Duration: time.Second, Warmup: 200 * time.Millisecond, Addr: url,
+		MySQLDSN: testenv.MariaDBDSN(), PostgresDSN: testenv.PostgresDSN()}
+	r, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, r, ModeTwoPCXA)
+	x := r.xa
+	t.Logf("committed %d (counted %d), row sums: mariadb %d, postgres %d", x.committed, r.Count, x.mysqlSum, x.pgSum)
+	if x.committed < int64(r.Count) {
+		t.Errorf("committed %d < counted %d", x.committed, r.Count)
+	}
+	if x.mysqlSum+x.pgSum != 2*x.committed || x.mysqlSum != x.pgSum {
+		t.Errorf("row sums mariadb %d + postgres %d, want %d each (2 × %d committed)", x.mysqlSum, x.pgSum, x.committed, x.committed)
+	}
+	if !strings.HasPrefix(x.prefix, "bxa-") {
+		t.Fatalf("gid prefix %q", x.prefix)
+	}
+	for _, s := range []struct {
+		db *sql.DB
+		d  xa.Dialect
+	}{{my, xa.MySQL}, {pg, xa.Postgres}} {
+		list, err := xa.Recover(t.Context(), s.db, s.d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list {
+			if strings.HasPrefix(p.GID, x.prefix) {
+				t.Errorf("%v: branch %s still prepared after the run", s.d, p.XID)
+			}
+		}
+		var n int
+		if err := s.db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM "+xa.MarkerTable+" WHERE gid LIKE '"+x.prefix+"%'").Scan(&n); err != nil || n != 0 {
+			t.Errorf("%v: %d marker rows of the run left (%v), want 0", s.d, n, err)
+		}
+		table := "bench_xa_" + strings.ReplaceAll(strings.TrimSuffix(strings.TrimPrefix(x.prefix, "bxa-"), "-"), "-", "_")
+		if _, err := s.db.ExecContext(t.Context(), "SELECT 1 FROM "+table); err == nil {
+			t.Errorf("%v: table %s not dropped", s.d, table)
+		}
+	}
+
+	t.Run("unreachable", func(t *testing.T) {
+		bad := cfg
+		bad.MySQLDSN = "root@tcp(127.0.0.1:1)/test"
+		_, err := Run(t.Context(), bad)
+		if err == nil || errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "does not answer") {
+			t.Errorf("Run with MariaDB on a closed port = %v, want 'does not answer'", err)
+		}
+		bad = cfg
+		bad.PostgresDSN = "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2"
+		_, err = Run(t.Context(), bad)
+		if err == nil || errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "does not answer") {
+			t.Errorf("Run with PostgreSQL on a closed port = %v, want 'does not answer'", err)
+		}
+	})
 }

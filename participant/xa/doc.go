@@ -53,9 +53,8 @@
 //   - MySQL 8.0+ or MariaDB 10.5+ (older servers roll back an XA branch
 //     when its session disconnects). PostgreSQL needs
 //     max_prepared_transactions > 0.
-//   - On MySQL, Prepare closes the session it prepared on (a session stays
-//     attached to its prepared XID, and the pool must not reuse it), so
-//     every prepare costs a new connection.
+//   - On MySQL, the session that prepared a branch is held until Commit or
+//     Abort ends it (see Sessions on MySQL/MariaDB below).
 //   - The race guarantee between Prepare and Abort assumes the default
 //     isolation levels: READ COMMITTED (PostgreSQL) and REPEATABLE READ or
 //     READ COMMITTED (MySQL). Under MySQL SERIALIZABLE, Prepare's abort
@@ -71,14 +70,17 @@
 //   - A duplicate delivery of a prepare while the first is still running
 //     gets ErrInProgress (retry); the first one's vote counts.
 //
-// # Known problem (MariaDB, open)
+// # Sessions on MySQL/MariaDB
 //
-// Under load (concord bench --mode 2pc-xa at concurrency 50), about one
-// MariaDB 10.11 branch in 1,000-3,000 is lost: the coordinator records the
-// transaction as committed, yet the branch's changes are missing. The lost
-// branches are prepared XA transactions that became detached when Prepare
-// closed its session: MariaDB shows them in information_schema.innodb_trx
-// with thread id 0, holding their locks, but XA RECOVER does not list them
-// until the server restarts. Until this is fixed, do not rely on this
-// package with MariaDB under concurrency; PostgreSQL is not affected.
+// A MySQL session that prepared a branch stays attached to its XID; no
+// other session may end the branch until it disconnects, and then the
+// branch is detached. Detaching proved unreliable on MariaDB 10.11 under
+// load: now and then a detached prepared transaction vanished from XA
+// RECOVER (still holding its locks) until the server restarted, and its
+// commit was lost. So Prepare keeps the session that prepared (one pooled
+// connection per branch in doubt), and Commit and Abort end the branch on
+// that session. The detached path (XA COMMIT/ROLLBACK from any session,
+// XA RECOVER) remains for a participant that restarted, which is exactly
+// what Resolver serves. A pool must therefore allow at least as many
+// connections as branches may be in doubt at once, plus those that work.
 package xa

@@ -37,6 +37,9 @@ func Commit(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch) er
 		stmt = "XA COMMIT " + xidSQL
 	}
 	for wait := newBackoff(); ; {
+		if d == MySQL && endOnHeldSession(ctx, xid, stmt) {
+			return nil
+		}
 		_, err := db.ExecContext(ctx, stmt)
 		switch {
 		case err == nil:
@@ -137,6 +140,9 @@ func Abort(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch) err
 		stmt = "XA ROLLBACK " + xidSQL
 	}
 	for wait := newBackoff(); ; {
+		if d == MySQL && endOnHeldSession(ctx, xid, stmt) {
+			return nil
+		}
 		_, err := db.ExecContext(ctx, stmt)
 		switch {
 		case err == nil:

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/concordtm/concord/participant"
@@ -96,7 +97,12 @@ func Prepare(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch, w
 	if err != nil {
 		return fmt.Errorf("xa: prepare %s: %w", describe(b), err)
 	}
-	defer conn.Close()
+	kept := false // handed to the registry of prepared sessions
+	defer func() {
+		if !kept {
+			conn.Close()
+		}
+	}()
 
 	started, err := d.start(ctx, conn, xidSQL, xid)
 	if err != nil {
@@ -153,17 +159,61 @@ func Prepare(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch, w
 
 	open = false
 	perr := d.prepare(ctx, conn, xidSQL)
-	if perr != nil || d == MySQL {
-		// After a failed prepare the session's state is unknown; closing it
-		// rolls back whatever did not prepare. On MySQL the session that
-		// prepared stays attached to the XID, and no other session may end
-		// it until this one disconnects.
-		discard(conn)
-	}
 	if perr != nil {
+		// After a failed prepare the session's state is unknown; closing it
+		// rolls back whatever did not prepare.
+		discard(conn)
 		return fmt.Errorf("xa: prepare %s: %w", describe(b), perr)
 	}
+	if d == MySQL {
+		// On MySQL the session that prepared stays attached to the XID: no
+		// other session may end it until this one disconnects. Detaching
+		// (closing the session) proved unreliable on MariaDB 10.11 under
+		// load: a detached prepared transaction could vanish from XA
+		// RECOVER until a restart. So the session is kept, and Commit or
+		// Abort end the branch on it; the detached path is left for a
+		// participant that restarted.
+		holdSession(xid, conn)
+		kept = true
+	}
 	return nil
+}
+
+// The sessions that prepared MySQL branches and still hold them, by XID.
+var prepared = struct {
+	sync.Mutex
+	m map[string]*sql.Conn
+}{m: map[string]*sql.Conn{}}
+
+func holdSession(xid string, conn *sql.Conn) {
+	prepared.Lock()
+	defer prepared.Unlock()
+	if old := prepared.m[xid]; old != nil {
+		discard(old)
+		old.Close()
+	}
+	prepared.m[xid] = conn
+}
+
+// endOnHeldSession runs stmt (XA COMMIT or XA ROLLBACK) on the session that
+// prepared xid, if this process still holds it, and reports whether that
+// ended the branch. On failure the session is closed (detaching the
+// branch), and the caller goes on with the detached path.
+func endOnHeldSession(ctx context.Context, xid, stmt string) bool {
+	prepared.Lock()
+	conn := prepared.m[xid]
+	delete(prepared.m, xid)
+	prepared.Unlock()
+	if conn == nil {
+		return false
+	}
+	if _, err := conn.ExecContext(ctx, stmt); err != nil {
+		discard(conn)
+		conn.Close()
+		return false
+	}
+	conn.Close() // the session is clean again: back to the pool
+	return true
 }
 
 // start begins the branch on conn. It reports false, with conn left
