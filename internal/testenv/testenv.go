@@ -32,6 +32,8 @@ const (
 	EnvPostgres = "CONCORD_TEST_POSTGRES" // a pgx URL or keyword/value DSN
 	EnvMySQL    = "CONCORD_TEST_MYSQL"    // a go-sql-driver/mysql DSN
 	EnvRedis    = "CONCORD_TEST_REDIS"    // host:port
+	EnvRabbitMQ = "CONCORD_TEST_RABBITMQ" // an amqp:// URL
+	EnvNATS     = "CONCORD_TEST_NATS"     // a nats:// URL (JetStream enabled)
 )
 
 // Defaults: the services .ci/run starts on loopback.
@@ -39,6 +41,8 @@ const (
 	DefaultPostgresDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	DefaultMariaDBDSN  = "root@tcp(127.0.0.1:3306)/test"
 	DefaultRedisAddr   = "127.0.0.1:6379"
+	DefaultRabbitMQURL = "amqp://guest:guest@127.0.0.1:5672/"
+	DefaultNATSURL     = "nats://127.0.0.1:4222"
 )
 
 // connectTimeout bounds how long a helper waits for a server to answer.
@@ -98,6 +102,44 @@ func RedisAddr(t testing.TB) string {
 	addr := env(EnvRedis, DefaultRedisAddr)
 	Require(t, fmt.Sprintf("Redis at %s (set %s)", addr, EnvRedis), pingRedis(t.Context(), addr))
 	return addr
+}
+
+// RabbitMQURL returns the AMQP URL of the test RabbitMQ ($CONCORD_TEST_RABBITMQ
+// or DefaultRabbitMQURL) after checking that its port accepts connections.
+func RabbitMQURL(t testing.TB) string {
+	t.Helper()
+	u := env(EnvRabbitMQ, DefaultRabbitMQURL)
+	Require(t, fmt.Sprintf("RabbitMQ at %s (set %s)", redactURL(u), EnvRabbitMQ), dialURL(t.Context(), u, "5672"))
+	return u
+}
+
+// NATSURL returns the URL of the test NATS server with JetStream
+// ($CONCORD_TEST_NATS or DefaultNATSURL) after checking that its port
+// accepts connections.
+func NATSURL(t testing.TB) string {
+	t.Helper()
+	u := env(EnvNATS, DefaultNATSURL)
+	Require(t, fmt.Sprintf("NATS at %s (set %s)", redactURL(u), EnvNATS), dialURL(t.Context(), u, "4222"))
+	return u
+}
+
+func dialURL(ctx context.Context, raw, defPort string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), defPort)
+	}
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
 
 // UniqueName returns prefix followed by a random suffix, usable as a SQL
