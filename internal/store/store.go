@@ -15,6 +15,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"time"
 )
 
 // Sentinel errors. Backends wrap them with %w; callers test with errors.Is.
@@ -28,7 +31,25 @@ var (
 	ErrUnavailable = errors.New("store: unavailable")
 	// ErrCorrupt: stored bytes could not be read back.
 	ErrCorrupt = errors.New("store: corrupt record")
+	// ErrConflict: a versioned write found a different version stored (see
+	// Record.Version). Returned wrapped in a *ConflictError.
+	ErrConflict = errors.New("store: version conflict")
 )
+
+// ConflictError is the error Commit returns when one or more versioned
+// records of the batch did not match what is stored. Like any Commit error
+// it means that nothing of the batch was written; the caller may drop the
+// listed records and commit the rest again.
+type ConflictError struct {
+	GIDs []string // the records whose expected version did not match
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("store: version conflict on %d record(s): %s", len(e.GIDs), strings.Join(e.GIDs, ", "))
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // Record is one global transaction as the store sees it. Data is the
 // runtime's encoding of the full transaction state; the other fields are
@@ -43,6 +64,20 @@ type Record struct {
 	UpdatedAt int64 // unix nanoseconds
 
 	Data []byte
+
+	// Owner is the coordinator instance that drives this transaction
+	// (empty for a single coordinator). Stored and returned as is; Leaser
+	// changes it when it claims a record.
+	Owner string
+
+	// Version makes a write conditional (fencing), so that of several
+	// coordinators sharing a store only the current owner can change a
+	// record. 0 means an unconditional write (a single coordinator). For
+	// Version == 1, Commit requires that no record with the GID exists; for
+	// Version > 1, it requires the stored record to have Version-1. A
+	// mismatch fails the whole batch with a *ConflictError. Stored as
+	// given and returned by every read; an unconditional write stores 0.
+	Version int64
 
 	// Fresh is a hint from the writer: it has established that no record
 	// with this GID exists (a gid it minted, or one it just looked up), so
@@ -92,6 +127,37 @@ type Store interface {
 
 	// Close releases resources. Calls after Close return ErrClosed.
 	Close() error
+}
+
+// Leaser is the capability a store shared by several coordinator
+// processes offers, so that each unfinished transaction is driven by one
+// live instance at a time. Liveness is judged by the store's own clock
+// (the database's now(), Redis key expiry), never by comparing the clocks
+// of coordinator hosts. The fencing itself is Record.Version: a claim
+// bumps the version, so a stale owner's next write conflicts.
+type Leaser interface {
+	// Heartbeat records that instance is alive until the store's clock
+	// passes now+ttl. Coordinators call it well within ttl.
+	Heartbeat(ctx context.Context, instance string, ttl time.Duration) error
+
+	// Release ends instance's liveness at once (a clean shutdown), so that
+	// others may claim its records without waiting for the ttl.
+	Release(ctx context.Context, instance string) error
+
+	// Claim takes over up to limit unfinished records whose Owner is not a
+	// live instance (never heartbeated, expired, or released) and is not
+	// instance itself: each gets Owner = instance and Version+1 (a record
+	// stored with Version 0 becomes 1), atomically per record, so that two
+	// concurrent claims never both take one record. It returns the claimed
+	// records as now stored. A record with an empty Owner is claimable.
+	Claim(ctx context.Context, instance string, limit int) ([]Record, error)
+}
+
+// Migrator is implemented by stores with a schema. Migrate creates or
+// upgrades it to the version this build needs; it is idempotent and safe
+// to run from several processes at once.
+type Migrator interface {
+	Migrate(ctx context.Context) error
 }
 
 // Deleter is an optional capability: backends that can remove finished
