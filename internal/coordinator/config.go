@@ -27,6 +27,42 @@ type Config struct {
 	Caller Caller
 	// Listener receives optional observability callbacks.
 	Listener Listener
+	// Shared, when set, runs this coordinator as one of several processes
+	// over one shared store (which must implement store.Leaser). Leave nil
+	// for a single coordinator on its own store.
+	Shared *SharedConfig
+	// Retention, if positive, deletes finished transactions last updated
+	// longer ago than this, in small batches (the store must implement
+	// store.Deleter).
+	Retention time.Duration
+	// RetentionInterval is how often the retention sweep runs (1m).
+	RetentionInterval time.Duration
+	// RetentionBatch bounds the records one delete removes (500).
+	RetentionBatch int
+}
+
+// SharedConfig configures a coordinator that shares its store with others.
+//
+// Every write carries the instance as owner and a version one above the
+// record's last, so a write by an instance that lost the transaction to
+// another fails in the store (fencing). Each instance heartbeats through
+// the store; the records of an instance whose heartbeat lapsed (by the
+// store's clock) are claimed by the others and resumed.
+type SharedConfig struct {
+	// Instance names this process; empty picks a random one. Two live
+	// processes must never share a name.
+	Instance string
+	// LeaseTTL is how long an instance is presumed alive after a heartbeat
+	// (10s); its transactions move to others this long after it dies.
+	LeaseTTL time.Duration
+	// ClaimInterval is how often orphaned transactions are looked for
+	// (LeaseTTL/4).
+	ClaimInterval time.Duration
+	// ClaimBatch bounds the records one claim takes (256).
+	ClaimBatch int
+	// PollInterval is how often Wait reads the store for a transaction
+	// another instance drives (50ms).
+	PollInterval time.Duration
 }
 
 // Listener is a set of optional callbacks for metrics and tracing. Nil

@@ -34,6 +34,9 @@ var (
 	ErrInvalid     = errors.New("coordinator: invalid request")
 	ErrUnavailable = errors.New("coordinator: unavailable, retry later")
 	ErrClosed      = errors.New("coordinator: shutting down")
+	// ErrMoved: another coordinator instance took the transaction over
+	// (shared stores); the request may be retried.
+	ErrMoved = errors.New("coordinator: transaction is driven by another instance, retry")
 )
 
 func machineFor(m protocol.Mode) *protocol.Machine {
@@ -67,6 +70,12 @@ type Coordinator struct {
 	live   map[string]*entry
 	closed bool
 
+	// shared is set when several coordinators share the store (see
+	// SharedConfig); leaser is the store's lease capability then.
+	shared *SharedConfig
+	leaser store.Leaser
+	loops  sync.WaitGroup // heartbeat, claim and retention loops
+
 	// stopping is read-held while a write is queued or a call started,
 	// and write-held by Close to set stopped: nothing is queued on the
 	// committer or added to calls once Close has begun waiting for them.
@@ -86,6 +95,9 @@ type entry struct {
 	machine    *protocol.Machine
 	changed    chan struct{} // closed and replaced on every Report
 	broken     bool          // a write failed; the entry is being reloaded
+	// ver is the store version of the newest queued write (shared stores
+	// only): the next write expects it and writes ver+1.
+	ver int64
 }
 
 func newEntry(t protocol.Txn, m *protocol.Machine) *entry {
@@ -120,6 +132,35 @@ func New(cfg Config, s store.Store) *Coordinator {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.commit = newCommitter(s, cfg.MaxBatch, cfg.Listener.GroupCommit)
 	c.timers = newTimers(func(gid string) { c.deliver(gid, protocol.Tick{Now: now()}) })
+	if cfg.Shared != nil {
+		sc := *cfg.Shared
+		if sc.Instance == "" {
+			var b [6]byte
+			rand.Read(b[:])
+			sc.Instance = "c-" + hex.EncodeToString(b[:])
+		}
+		if sc.LeaseTTL <= 0 {
+			sc.LeaseTTL = 10 * time.Second
+		}
+		if sc.ClaimInterval <= 0 {
+			sc.ClaimInterval = sc.LeaseTTL / 4
+		}
+		if sc.ClaimBatch <= 0 {
+			sc.ClaimBatch = 256
+		}
+		if sc.PollInterval <= 0 {
+			sc.PollInterval = 50 * time.Millisecond
+		}
+		c.shared = &sc
+		c.leaser, _ = s.(store.Leaser)
+	}
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = time.Minute
+	}
+	if cfg.RetentionBatch <= 0 {
+		cfg.RetentionBatch = 500
+	}
+	c.cfg = cfg
 	if cfg.AlertWebhook != "" {
 		c.alerter = &webhookAlerter{url: cfg.AlertWebhook, client: &http.Client{Timeout: 10 * time.Second}, log: c.log}
 	}
@@ -128,9 +169,31 @@ func New(cfg Config, s store.Store) *Coordinator {
 
 func now() int64 { return time.Now().UnixNano() }
 
+// Instance is this coordinator's name in a shared store ("" when the store
+// is not shared).
+func (c *Coordinator) Instance() string {
+	if c.shared == nil {
+		return ""
+	}
+	return c.shared.Instance
+}
+
 // Start loads every unfinished transaction from the store and resumes it in
-// the background. It returns once they are loaded.
+// the background. It returns once they are loaded. On a shared store it
+// instead announces this instance and starts claiming the transactions of
+// instances that died.
 func (c *Coordinator) Start(ctx context.Context) error {
+	if c.cfg.Retention > 0 {
+		if d, ok := c.store.(store.Deleter); ok {
+			c.loops.Add(1)
+			go c.retentionLoop(d)
+		} else {
+			c.log.Warn("retention is set but the store cannot delete; ignoring it")
+		}
+	}
+	if c.shared != nil {
+		return c.startShared(ctx)
+	}
 	var loaded []*entry
 	err := c.store.Unfinished(ctx, func(r store.Record) error {
 		t, err := decode(r.Data)
@@ -181,6 +244,14 @@ func (c *Coordinator) Close() error {
 	c.cancel()
 	c.calls.Wait()
 	c.commit.stop()
+	c.loops.Wait()
+	if c.leaser != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.leaser.Release(ctx, c.shared.Instance); err != nil {
+			c.log.Warn("could not release the instance lease; others take over after the lease time", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -250,12 +321,17 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 			// The first write of a transaction created here: create()
 			// made sure no record exists.
 			rec.Fresh = e.seq == 0 && e.durable.Status == protocol.StatusNew
+			if c.shared != nil {
+				rec.Owner = c.shared.Instance
+				rec.Version = e.ver + 1
+			}
 			c.stopping.RLock()
 			if c.stopped {
 				c.stopping.RUnlock()
 				return nt, nil, nil, ErrClosed
 			}
 			e.seq++
+			e.ver = rec.Version
 			w = &pendingWrite{done: c.commit.enqueue(rec), seq: e.seq}
 			c.stopping.RUnlock()
 			fx = fx[1:]
@@ -272,6 +348,10 @@ func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, 
 	if w != nil {
 		if w.done != nil {
 			if err := <-w.done; err != nil {
+				if errors.Is(err, store.ErrConflict) {
+					c.disown(e)
+					return nt, fmt.Errorf("%w: %w", ErrMoved, err)
+				}
 				c.writeFailed(e, err)
 				return nt, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
@@ -365,6 +445,22 @@ func (c *Coordinator) reload(gid string) {
 		return
 	}
 	c.mu.Unlock()
+	if c.shared != nil {
+		// Still ours unless a claim or a request moved it elsewhere.
+		rec, err := c.store.Get(c.ctx, gid)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			time.AfterFunc(c.cfg.ReloadDelay, func() { c.reload(gid) })
+			return
+		}
+		if err != nil || rec.Owner != c.shared.Instance || rec.Finished {
+			return
+		}
+		if _, err := c.adopt(c.ctx, gid); err != nil && !errors.Is(err, ErrMoved) && !errors.Is(err, ErrClosed) {
+			c.log.Warn("reload failed", "gid", gid, "err", err)
+			time.AfterFunc(c.cfg.ReloadDelay, func() { c.reload(gid) })
+		}
+		return
+	}
 	rec, err := c.store.Get(c.ctx, gid)
 	if errors.Is(err, store.ErrNotFound) {
 		return // never became durable: the client was told it failed

@@ -180,7 +180,16 @@ func (c *Coordinator) create(ctx context.Context, t protocol.Txn, fresh bool) (p
 		if err != nil || (fx == nil && w == nil) {
 			return nt, err
 		}
-		return c.finish(e, protocol.Txn{}, nt, protocol.Submit{}, fx, w)
+		nt, err = c.finish(e, protocol.Txn{}, nt, protocol.Submit{}, fx, w)
+		if errors.Is(err, store.ErrConflict) {
+			// Another instance created this gid first.
+			cur, rerr := c.readStored(ctx, t.GID)
+			if rerr != nil {
+				return protocol.Txn{}, rerr
+			}
+			return sameOrConflict(cur, t)
+		}
+		return nt, err
 	}
 }
 
@@ -236,6 +245,9 @@ func sameOrConflict(cur, want protocol.Txn) (protocol.Txn, error) {
 func (c *Coordinator) entryFor(ctx context.Context, gid string) (*entry, error) {
 	if e := c.lookup(gid); e != nil {
 		return e, nil
+	}
+	if c.shared != nil {
+		return c.adopt(ctx, gid)
 	}
 	rec, err := c.store.Get(ctx, gid)
 	if errors.Is(err, store.ErrNotFound) {
@@ -322,6 +334,14 @@ func (c *Coordinator) Abort(ctx context.Context, gid, reason string) (protocol.T
 
 // Get returns the current state of a transaction.
 func (c *Coordinator) Get(ctx context.Context, gid string) (protocol.Txn, error) {
+	if c.shared != nil {
+		if e := c.lookup(gid); e != nil {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.durable, nil
+		}
+		return c.readStored(ctx, gid)
+	}
 	e, err := c.entryFor(ctx, gid)
 	if err != nil {
 		return protocol.Txn{}, err
@@ -334,15 +354,25 @@ func (c *Coordinator) Get(ctx context.Context, gid string) (protocol.Txn, error)
 // Wait blocks until the transaction is final or stuck, or ctx ends; it then
 // returns the latest durable-or-newer state (with ctx.Err() if ctx ended).
 func (c *Coordinator) Wait(ctx context.Context, gid string) (protocol.Txn, error) {
+	if c.shared != nil {
+		return c.waitStored(ctx, gid)
+	}
 	e, err := c.entryFor(ctx, gid)
 	if err != nil {
 		return protocol.Txn{}, err
 	}
+	return c.waitEntry(ctx, gid, e)
+}
+
+func (c *Coordinator) waitEntry(ctx context.Context, gid string, e *entry) (protocol.Txn, error) {
 	for {
 		e.mu.Lock()
 		t, ch, broken := e.durable, e.changed, e.broken
 		e.mu.Unlock()
 		if broken {
+			if c.shared != nil {
+				return c.waitStored(ctx, gid) // moved, or being reloaded
+			}
 			return t, fmt.Errorf("%w: %s is being reloaded", ErrUnavailable, gid)
 		}
 		if t.Status.Final() || t.Status == protocol.StatusStuck {

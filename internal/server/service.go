@@ -48,7 +48,7 @@ func apiError(err error) error {
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, protocol.ErrInvalidTransition):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
-	case errors.Is(err, coordinator.ErrUnavailable), errors.Is(err, coordinator.ErrClosed):
+	case errors.Is(err, coordinator.ErrUnavailable), errors.Is(err, coordinator.ErrClosed), errors.Is(err, coordinator.ErrMoved):
 		return connect.NewError(connect.CodeUnavailable, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
