@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,11 +24,17 @@ import (
 // is its flag (-name), its environment variable (CONCORD_NAME, dashes as
 // underscores) and its key in the JSON config file.
 type Config struct {
-	Addr      string `name:"addr" help:"listen address; loopback by default"`
-	DataDir   string `name:"data-dir" help:"directory of the embedded store"`
-	Engine    string `name:"engine" help:"embedded store engine: pebble (default) or bbolt; a data dir keeps the engine it was created with"`
-	LogLevel  string `name:"log-level" help:"debug, info, warn or error"`
-	LogFormat string `name:"log-format" help:"text or json"`
+	Addr      string        `name:"addr" help:"listen address; loopback by default"`
+	DataDir   string        `name:"data-dir" help:"directory of the embedded store"`
+	Engine    string        `name:"engine" help:"embedded store engine: pebble (default) or bbolt; a data dir keeps the engine it was created with"`
+	Store     string        `name:"store" help:"shared store URL (postgres://, mysql://, redis://); empty: the embedded store in data-dir"`
+	Shared    string        `name:"shared" help:"run as one of several coordinators on the store: auto (yes for postgres/mysql/redis), true or false"`
+	Instance  string        `name:"instance" help:"this coordinator's name in a shared store; empty: random per start"`
+	LeaseTTL  time.Duration `name:"lease-ttl" help:"shared store: how long a silent instance keeps its transactions before others take them over"`
+	Migrate   bool          `name:"migrate" help:"create or upgrade the store's schema on start"`
+	Retention time.Duration `name:"retention" help:"delete finished transactions this long after they finished; 0 keeps them"`
+	LogLevel  string        `name:"log-level" help:"debug, info, warn or error"`
+	LogFormat string        `name:"log-format" help:"text or json"`
 
 	Token   string `name:"token" help:"if set, API calls need 'Authorization: Bearer <token>'"`
 	TLSCert string `name:"tls-cert" help:"PEM certificate file; with tls-key, serve HTTPS"`
@@ -52,6 +59,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Addr: "127.0.0.1:7070", DataDir: "concord-data", Engine: "pebble", LogLevel: "info", LogFormat: "text",
+		Shared: "auto", LeaseTTL: 10 * time.Second, Migrate: true,
 		MaxBranches: 100, MaxPayloadBytes: 64 << 10, MaxRequestBytes: 4 << 20, MaxWait: 60 * time.Second,
 		Timeout: 60 * time.Second, BranchTimeout: 10 * time.Second, MaxAttempts: 8, MaxTotalAttempts: 64,
 		RetryInitial: 200 * time.Millisecond, RetryMax: 30 * time.Second,
@@ -69,6 +77,23 @@ func (c Config) Validate() error {
 	}
 	if c.Engine != "pebble" && c.Engine != "bbolt" {
 		errs = append(errs, fmt.Errorf("engine %q: want pebble or bbolt", c.Engine))
+	}
+	if c.Store != "" {
+		if u, err := url.Parse(c.Store); err != nil || !slices.Contains([]string{"postgres", "postgresql", "mysql", "redis", "rediss"}, u.Scheme) {
+			errs = append(errs, fmt.Errorf("store %q: want a postgres://, mysql:// or redis:// URL, or empty for the embedded store", redact(c.Store)))
+		}
+	}
+	if c.Shared != "auto" && c.Shared != "true" && c.Shared != "false" {
+		errs = append(errs, fmt.Errorf("shared %q: want auto, true or false", c.Shared))
+	}
+	if c.Shared == "true" && c.Store == "" {
+		errs = append(errs, errors.New("shared=true needs a shared store (-store postgres://..., mysql://... or redis://...)"))
+	}
+	if c.LeaseTTL < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("lease-ttl %v: must be at least 100ms", c.LeaseTTL))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, errors.New("retention must not be negative"))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)
@@ -103,6 +128,24 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("retry-max must not be below retry-initial"))
 	}
 	return errors.Join(errs...)
+}
+
+// IsShared reports whether the coordinator runs as one of several on its
+// store.
+func (c Config) IsShared() bool {
+	return c.Shared == "true" || (c.Shared == "auto" && c.Store != "")
+}
+
+// redact hides a URL's password.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }
 
 // Level parses LogLevel.
@@ -204,6 +247,8 @@ func bind(fs *flag.FlagSet, c *Config) []field {
 			fs.IntVar(p, name, *p, help)
 		case *time.Duration:
 			fs.DurationVar(p, name, *p, help)
+		case *bool:
+			fs.BoolVar(p, name, *p, help)
 		default:
 			panic("config: unsupported field type " + sf.Type.String())
 		}
@@ -231,6 +276,12 @@ func setField(c *Config, index int, s string) error {
 			return fmt.Errorf("%q is not a duration like 500ms or 10s", s)
 		}
 		*p = d
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		*p = b
 	}
 	return nil
 }
@@ -254,8 +305,13 @@ func applyFile(c *Config, raw []byte) error {
 			s = v
 		case float64:
 			s = strconv.FormatFloat(v, 'f', -1, 64)
+		case bool:
+			if reflect.TypeFor[Config]().Field(idx).Type.Kind() != reflect.Bool {
+				return fmt.Errorf("key %q: want a string or a number, not true/false", k)
+			}
+			s = strconv.FormatBool(v)
 		default:
-			return fmt.Errorf("key %q: want a string or a number", k)
+			return fmt.Errorf("key %q: want a string, a number or true/false", k)
 		}
 		if err := setField(c, idx, s); err != nil {
 			return fmt.Errorf("key %q: %w", k, err)

@@ -213,3 +213,36 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		}
 	})
 }
+
+func TestSharedStoreSettings(t *testing.T) {
+	c := Default()
+	if c.IsShared() {
+		t.Fatal("the embedded default must not be shared")
+	}
+	c.Store = "postgres://u:secret@127.0.0.1/db"
+	if err := c.Validate(); err != nil || !c.IsShared() {
+		t.Fatalf("postgres store: err %v, shared %v", err, c.IsShared())
+	}
+	c.Shared = "false"
+	if c.IsShared() {
+		t.Fatal("shared=false must win over auto")
+	}
+	bad := Default()
+	bad.Store = "ftp://u:secret@host/x"
+	bad.Shared = "maybe"
+	bad.LeaseTTL = time.Millisecond
+	err := bad.Validate()
+	for _, want := range []string{"store", "shared", "lease-ttl"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("error leaks the password: %v", err)
+	}
+	only := Default()
+	only.Shared = "true"
+	if err := only.Validate(); err == nil {
+		t.Error("shared=true without a store validated")
+	}
+}
