@@ -22,12 +22,16 @@ func FuzzStep(f *testing.F) {
 		if len(data) < 2 {
 			return
 		}
-		mode := []p.Mode{p.ModeSaga, p.ModeTCC, p.ModeTwoPC}[data[0]%3]
+		mode := []p.Mode{p.ModeSaga, p.ModeTCC, p.ModeTwoPC, p.ModeMsg}[data[0]%4]
 		m := machineFor(mode)
 		n := int(data[1]%5) + 1
 		txn := p.Txn{GID: "fz", Mode: mode, Options: testOptions(), Concurrent: data[1]&0x80 != 0}
 		txn.Options.Timeout = int64(3 * time.Second)
 		var ids []string
+		if mode == p.ModeMsg && data[1]&0x40 != 0 {
+			ids = append(ids, "check-back")
+			txn.Branches = append(txn.Branches, p.Branch{ID: "check-back", ForwardOp: p.OpCheck, ForwardURL: "c"})
+		}
 		for i := range n {
 			id := string(rune('a' + i))
 			ids = append(ids, id)
@@ -38,7 +42,7 @@ func FuzzStep(f *testing.F) {
 					b.After = []string{ids[i-1]}
 				}
 				txn.Branches = append(txn.Branches, b)
-			case p.ModeTwoPC:
+			case p.ModeTwoPC, p.ModeMsg:
 				txn.Branches = append(txn.Branches, p.Branch{ID: id, ForwardURL: "u"})
 			}
 		}
@@ -51,6 +55,7 @@ func FuzzStep(f *testing.F) {
 			p.ModeSaga:  {p.OpAction, p.OpCompensate},
 			p.ModeTCC:   {p.OpConfirm, p.OpCancel},
 			p.ModeTwoPC: {p.OpPrepare, p.OpCommit, p.OpAbort},
+			p.ModeMsg:   {p.OpDeliver, p.OpCheck},
 		}[mode]
 		for data = data[2:]; len(data) >= 3; data = data[3:] {
 			k, a, b := data[0], int(data[1]), int(data[2])

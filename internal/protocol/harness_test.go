@@ -8,6 +8,7 @@ import (
 	"time"
 
 	p "github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/protocol/msg"
 	"github.com/concordtm/concord/internal/protocol/saga"
 	"github.com/concordtm/concord/internal/protocol/tcc"
 	"github.com/concordtm/concord/internal/protocol/twopc"
@@ -16,7 +17,7 @@ import (
 // This file holds what the script, table, property and fuzz tests share:
 // the machines by mode and a stable text rendering of states and effects.
 
-var machines = []*p.Machine{saga.Machine, tcc.Machine, twopc.Machine}
+var machines = []*p.Machine{saga.Machine, tcc.Machine, twopc.Machine, msg.Machine}
 
 func machineFor(m p.Mode) *p.Machine {
 	for _, mc := range machines {
@@ -33,7 +34,7 @@ func machineFor(m p.Mode) *p.Machine {
 var allStatuses = []p.Status{
 	p.StatusNew, p.StatusRunning, p.StatusConfirming, p.StatusCompensating,
 	p.StatusCancelling, p.StatusSucceeded, p.StatusAborted, p.StatusStuck,
-	p.StatusCommitting,
+	p.StatusCommitting, p.StatusPrepared, p.StatusDelivering,
 }
 
 // allKinds lists every event kind.

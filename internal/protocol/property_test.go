@@ -96,6 +96,12 @@ type sim struct {
 	votedYes, votedReadOnly, votedNo map[string]bool
 	commitDurable                    bool
 
+	// Messages: whether the producer's local transaction committed (the
+	// truth the check-back reports), and whether the producer says so
+	// itself, rolls back, or stays silent.
+	msgCommitted bool
+	msgProducer  string // "commit", "rollback" or "silent"
+
 	// visit, when set, sees every state the run passes through.
 	visit func(p.Txn)
 }
@@ -119,7 +125,30 @@ func newSim(seed uint64) *sim {
 	}
 	n := 1 + rng.IntN(5)
 	gid := "g" + strconv.FormatUint(seed, 10)
-	if seed%3 == 0 {
+	if seed%7 == 5 && seed%3 != 0 {
+		s.m = machineFor(p.ModeMsg)
+		txn := p.Txn{GID: gid, Mode: p.ModeMsg, Options: o}
+		prepared := rng.IntN(10) < 7
+		if prepared {
+			if txn.Options.Timeout == 0 {
+				txn.Options.Timeout = int64(time.Second)
+			}
+			txn.Branches = append(txn.Branches, p.Branch{ID: "check-back", ForwardOp: p.OpCheck, ForwardURL: "u/check"})
+			s.msgProducer = []string{"commit", "rollback", "silent"}[rng.IntN(3)]
+			s.msgCommitted = s.msgProducer == "commit" || (s.msgProducer == "silent" && rng.IntN(2) == 0)
+		} else {
+			s.msgCommitted, s.decided = true, true
+		}
+		if rng.IntN(3) == 0 {
+			txn.NotBefore = s.now + int64(time.Duration(rng.IntN(500))*time.Millisecond)
+		}
+		for i := range n {
+			id := "d" + strconv.Itoa(i)
+			txn.Branches = append(txn.Branches, p.Branch{ID: id, ForwardURL: "u/" + id, Payload: []byte{byte(i)}})
+		}
+		s.log = append(s.log, fmt.Sprintf("msg %s prepared=%v producer=%s committed=%v options=%+v", gid, prepared, s.msgProducer, s.msgCommitted, o))
+		s.pendingSubmit = &p.Submit{Now: s.now, Txn: txn}
+	} else if seed%3 == 0 {
 		// Every third seed is a 2PC; the others draw saga or TCC exactly
 		// as before 2PC existed.
 		s.m = machineFor(p.ModeTwoPC)
@@ -236,6 +265,15 @@ func (s *sim) next() (p.Event, error) {
 	if s.m.Mode == p.ModeTCC && !s.decided && (r < 60 || (len(s.pending) == 0 && len(s.armed) == 0)) {
 		return s.initiator(), nil
 	}
+	if s.m.Mode == p.ModeMsg && !s.decided && r < 40 {
+		s.decided = true
+		switch s.msgProducer {
+		case "commit":
+			return p.Commit{Now: s.now}, nil
+		case "rollback":
+			return p.Rollback{Now: s.now, Reason: "local transaction failed"}, nil
+		}
+	}
 	if len(s.pending) > 0 && (r < 75 || len(s.armed) == 0) {
 		return s.answer(), nil
 	}
@@ -291,6 +329,13 @@ func (s *sim) answer() p.Event {
 	}
 	if c.call.Op == p.OpPrepare && out == p.OutcomeSuccess && s.rng.IntN(4) == 0 {
 		out = p.OutcomeReadOnly
+	}
+	if c.call.Op == p.OpCheck && out != p.OutcomeUnknown {
+		// The producer's database knows the truth.
+		out = p.OutcomeSuccess
+		if !s.msgCommitted {
+			out = p.OutcomeRejected
+		}
 	}
 	res := p.Result{Now: s.now, Branch: c.call.Branch, Op: c.call.Op, Attempt: c.call.Attempt, Started: c.started, Outcome: out, Error: string(out)}
 	s.delivered = append(s.delivered, res)
@@ -374,6 +419,9 @@ func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
 	deferred := len(fx) > 0 && fx[0] == p.Effect(p.Deferred{})
 	if deferred && s.txn.Mode == p.ModeSaga {
 		return fmt.Errorf("a saga deferred a write; only 2PC votes and acknowledgements and TCC confirm/cancel acknowledgements may")
+	}
+	if deferred && s.txn.Mode == p.ModeMsg && s.txn.Status != p.StatusDelivering {
+		return fmt.Errorf("a message deferred a write in %s; only delivery acknowledgements may", s.txn.Status)
 	}
 	if deferred && s.txn.Mode == p.ModeTCC && s.txn.Status != p.StatusConfirming && s.txn.Status != p.StatusCancelling {
 		return fmt.Errorf("a TCC deferred a write in %s; only confirm/cancel acknowledgements may", s.txn.Status)
@@ -466,6 +514,17 @@ func (s *sim) checkCall(nt p.Txn, c p.Call) error {
 		if nt.Status != p.StatusRunning {
 			return fmt.Errorf("prepare in status %q", nt.Status)
 		}
+	case p.OpDeliver:
+		if nt.Status != p.StatusDelivering || !s.msgCommitted {
+			return fmt.Errorf("delivery in status %q, local transaction committed: %v", nt.Status, s.msgCommitted)
+		}
+		if nt.NotBefore > 0 && s.now < nt.NotBefore {
+			return fmt.Errorf("delivery before not_before")
+		}
+	case p.OpCheck:
+		if nt.Status != p.StatusPrepared {
+			return fmt.Errorf("check-back in status %q", nt.Status)
+		}
 	case p.OpCommit:
 		if nt.Status != p.StatusCommitting || !s.commitDurable {
 			return fmt.Errorf("commit in status %q, decision persisted: %v", nt.Status, s.commitDurable)
@@ -524,7 +583,7 @@ func (s *sim) checkState(nt p.Txn) error {
 				return fmt.Errorf("committing but branch %s prepare is %s", b.ID, fmtOp(b.Fwd))
 			}
 		case p.StatusSucceeded:
-			if b.Fwd.Status != p.OpDone {
+			if b.Fwd.Status != p.OpDone && b.ForwardOp != p.OpCheck {
 				return fmt.Errorf("succeeded but branch %s forward is %s", b.ID, fmtOp(b.Fwd))
 			}
 		}
@@ -583,6 +642,18 @@ func (s *sim) checkEnd() error {
 			if c[p.OpCommit] > 0 || (mayHavePrepared && c[p.OpAbort] != 1) || (!mayHavePrepared && c[p.OpAbort] != 0) {
 				return fmt.Errorf("aborted 2pc: branch %s prepare %s (%d calls, yes=%v no=%v read-only=%v), %d commits, %d aborts",
 					b.ID, fmtOp(b.Fwd), c[p.OpPrepare], s.votedYes[b.ID], s.votedNo[b.ID], s.votedReadOnly[b.ID], c[p.OpCommit], c[p.OpAbort])
+			}
+		case t.Mode == p.ModeMsg && b.ForwardOp == p.OpCheck:
+			if t.Status == p.StatusSucceeded && !s.msgCommitted || t.Status == p.StatusAborted && s.msgCommitted {
+				return fmt.Errorf("message %s although the local transaction committed=%v", t.Status, s.msgCommitted)
+			}
+		case t.Mode == p.ModeMsg && t.Status == p.StatusSucceeded:
+			if b.Fwd.Status != p.OpDone || c[p.OpDeliver] == 0 || !s.msgCommitted {
+				return fmt.Errorf("delivered message: destination %s %s (%d calls), committed=%v", b.ID, fmtOp(b.Fwd), c[p.OpDeliver], s.msgCommitted)
+			}
+		case t.Mode == p.ModeMsg:
+			if c[p.OpDeliver] > 0 || s.msgCommitted {
+				return fmt.Errorf("dropped message: destination %s got %d deliveries, committed=%v", b.ID, c[p.OpDeliver], s.msgCommitted)
 			}
 		case t.Status == p.StatusSucceeded:
 			if b.Fwd.Status != p.OpDone || c[p.OpCancel] > 0 {

@@ -232,6 +232,7 @@ func (s *scriptRun) submit(mode p.Mode, flags []string, get func(k, def string) 
 	}
 	s.txn = p.Txn{}
 	o := testOptions()
+	var notBefore int64
 	dur := func(k string, v *int64) error {
 		if d := get(k, ""); d != "" {
 			x, err := time.ParseDuration(d)
@@ -255,18 +256,24 @@ func (s *scriptRun) submit(mode p.Mode, flags []string, get func(k, def string) 
 	for _, err := range []error{
 		dur("timeout", &o.Timeout), dur("retry_initial", &o.RetryInitial),
 		dur("retry_max", &o.RetryMax), dur("branch_timeout", &o.BranchTimeout),
+		dur("not_before", &notBefore),
 		num("max_attempts", &o.MaxAttempts), num("max_total", &o.MaxTotalAttempts),
 	} {
 		if err != nil {
 			return nil, err
 		}
 	}
-	txn := p.Txn{GID: get("gid", "g1"), Mode: mode, Options: o}
+	txn := p.Txn{GID: get("gid", "g1"), Mode: mode, Options: o, NotBefore: notBefore}
 	for _, f := range flags {
-		if f != "concurrent" {
+		switch {
+		case f == "concurrent":
+			txn.Concurrent = true
+		case f == "check" && mode == p.ModeMsg:
+			// A prepared message: the check-back comes first.
+			txn.Branches = append(txn.Branches, p.Branch{ID: "check-back", ForwardOp: p.OpCheck, ForwardURL: "http://producer/check"})
+		default:
 			return nil, fmt.Errorf("submit: unknown flag %q", f)
 		}
-		txn.Concurrent = true
 	}
 	var ids []string
 	spec := get("branches", "")
@@ -285,6 +292,9 @@ func (s *scriptRun) submit(mode p.Mode, flags []string, get func(k, def string) 
 		if mode == p.ModeTwoPC {
 			// One URL for prepare, commit and abort.
 			b.ForwardURL, b.BackwardURL = "http://svc/"+id, "http://svc/"+id
+		}
+		if mode == p.ModeMsg {
+			b.ForwardURL, b.BackwardURL = "http://svc/"+id, ""
 		}
 		txn.Branches = append(txn.Branches, b)
 	}

@@ -10,6 +10,7 @@ const (
 	ModeSaga  Mode = "saga"
 	ModeTCC   Mode = "tcc"
 	ModeTwoPC Mode = "2pc"
+	ModeMsg   Mode = "msg"
 )
 
 // Status is a transaction's place in its life cycle.
@@ -28,6 +29,8 @@ const (
 	StatusCompensating Status = "compensating"
 	StatusCancelling   Status = "cancelling"
 	StatusCommitting   Status = "committing" // 2pc: decided commit, phase 2 under way
+	StatusPrepared     Status = "prepared"   // msg: a half message, waiting for the producer's local transaction
+	StatusDelivering   Status = "delivering" // msg: the producer committed; deliveries under way
 	StatusSucceeded    Status = "succeeded"
 	StatusAborted      Status = "aborted"
 	StatusStuck        Status = "stuck"
@@ -49,6 +52,8 @@ const (
 	OpPrepare    Op = "prepare" // 2pc phase 1: vote
 	OpCommit     Op = "commit"  // 2pc phase 2 after a commit decision
 	OpAbort      Op = "abort"   // 2pc phase 2 after an abort decision
+	OpDeliver    Op = "deliver" // msg: hand the message to one destination
+	OpCheck      Op = "check"   // msg: ask the producer whether its local transaction committed
 )
 
 // OpStatus is the state of one operation (forward or backward) of a branch.
@@ -127,20 +132,22 @@ type Options struct {
 // Txn is the full state of one global transaction. It is what the store
 // persists (encoded) and what the protocol machines step.
 type Txn struct {
-	GID           string   `json:"gid"`
-	Mode          Mode     `json:"mode"`
-	Status        Status   `json:"status"`
-	StuckPhase    Status   `json:"stuck_phase,omitempty"`
-	Reason        string   `json:"reason,omitempty"`       // why it aborted
-	StuckReason   string   `json:"stuck_reason,omitempty"` // why it is stuck (while stuck)
-	Concurrent    bool     `json:"concurrent,omitempty"`
-	Options       Options  `json:"options"`
-	Branches      []Branch `json:"branches"`
-	CreatedAt     int64    `json:"created_at"`
-	UpdatedAt     int64    `json:"updated_at"`
-	Deadline      int64    `json:"deadline,omitempty"`
-	DecidedAt     int64    `json:"decided_at,omitempty"`
-	TotalAttempts int      `json:"total_attempts,omitempty"`
+	GID         string   `json:"gid"`
+	Mode        Mode     `json:"mode"`
+	Status      Status   `json:"status"`
+	StuckPhase  Status   `json:"stuck_phase,omitempty"`
+	Reason      string   `json:"reason,omitempty"`       // why it aborted
+	StuckReason string   `json:"stuck_reason,omitempty"` // why it is stuck (while stuck)
+	Concurrent  bool     `json:"concurrent,omitempty"`
+	Options     Options  `json:"options"`
+	Branches    []Branch `json:"branches"`
+	CreatedAt   int64    `json:"created_at"`
+	UpdatedAt   int64    `json:"updated_at"`
+	Deadline    int64    `json:"deadline,omitempty"`
+	DecidedAt   int64    `json:"decided_at,omitempty"`
+	// NotBefore delays a message's deliveries until this time (unix ns).
+	NotBefore     int64 `json:"not_before,omitempty"`
+	TotalAttempts int   `json:"total_attempts,omitempty"`
 	// Fingerprint of the submitted content, so that a resubmission of the
 	// same gid can be told apart from a different transaction.
 	SpecHash string `json:"spec_hash,omitempty"`
