@@ -21,6 +21,7 @@ import (
 
 	"github.com/concordtm/concord/internal/failpoint"
 	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/protocol/msg"
 	"github.com/concordtm/concord/internal/protocol/saga"
 	"github.com/concordtm/concord/internal/protocol/tcc"
 	"github.com/concordtm/concord/internal/protocol/twopc"
@@ -47,6 +48,8 @@ func machineFor(m protocol.Mode) *protocol.Machine {
 		return tcc.Machine
 	case protocol.ModeTwoPC:
 		return twopc.Machine
+	case protocol.ModeMsg:
+		return msg.Machine
 	}
 	return nil
 }

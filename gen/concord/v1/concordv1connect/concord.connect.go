@@ -65,6 +65,18 @@ const (
 	// CoordinatorServiceSubmitTwoPCProcedure is the fully-qualified name of the CoordinatorService's
 	// SubmitTwoPC RPC.
 	CoordinatorServiceSubmitTwoPCProcedure = "/concord.v1.CoordinatorService/SubmitTwoPC"
+	// CoordinatorServicePrepareMessageProcedure is the fully-qualified name of the CoordinatorService's
+	// PrepareMessage RPC.
+	CoordinatorServicePrepareMessageProcedure = "/concord.v1.CoordinatorService/PrepareMessage"
+	// CoordinatorServiceSubmitMessageProcedure is the fully-qualified name of the CoordinatorService's
+	// SubmitMessage RPC.
+	CoordinatorServiceSubmitMessageProcedure = "/concord.v1.CoordinatorService/SubmitMessage"
+	// CoordinatorServiceAbortMessageProcedure is the fully-qualified name of the CoordinatorService's
+	// AbortMessage RPC.
+	CoordinatorServiceAbortMessageProcedure = "/concord.v1.CoordinatorService/AbortMessage"
+	// CoordinatorServiceSendMessageProcedure is the fully-qualified name of the CoordinatorService's
+	// SendMessage RPC.
+	CoordinatorServiceSendMessageProcedure = "/concord.v1.CoordinatorService/SendMessage"
 	// CoordinatorServiceGetDecisionProcedure is the fully-qualified name of the CoordinatorService's
 	// GetDecision RPC.
 	CoordinatorServiceGetDecisionProcedure = "/concord.v1.CoordinatorService/GetDecision"
@@ -110,6 +122,25 @@ type CoordinatorServiceClient interface {
 	// the decision is forced to the log, then phase 2 commits (retried until
 	// acknowledged) or aborts (presumed abort). Same gid rules as sagas.
 	SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// PrepareMessage durably holds a transactional ("half") message: it is
+	// not delivered until the producer's local transaction commits and the
+	// producer calls SubmitMessage, and it is dropped by AbortMessage. If
+	// neither arrives within the options' timeout, the coordinator asks the
+	// producer's check_url (2xx: committed, deliver; 409: rolled back, drop;
+	// anything else: ask again later, with backoff, up to max_attempts, after
+	// which the message is stuck and an alert fires). Same gid rules as
+	// sagas.
+	PrepareMessage(context.Context, *connect.Request[v1.PrepareMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitMessage: the producer's local transaction committed; deliver the
+	// prepared message to every destination, retried until each acknowledges.
+	SubmitMessage(context.Context, *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// AbortMessage: the producer's local transaction rolled back; the
+	// prepared message is dropped and never delivered. A message already
+	// submitted is FAILED_PRECONDITION.
+	AbortMessage(context.Context, *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SendMessage durably accepts a message with nothing to wait for (the
+	// producer already committed, e.g. an outbox relay) and delivers it.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// GetDecision answers a participant that waited too long for phase 2:
 	// commit, abort, or pending. A gid the coordinator does not know was
 	// never decided to commit, so the answer is abort (presumed abort).
@@ -182,6 +213,30 @@ func NewCoordinatorServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(coordinatorServiceMethods.ByName("SubmitTwoPC")),
 			connect.WithClientOptions(opts...),
 		),
+		prepareMessage: connect.NewClient[v1.PrepareMessageRequest, v1.SubmitResponse](
+			httpClient,
+			baseURL+CoordinatorServicePrepareMessageProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("PrepareMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		submitMessage: connect.NewClient[v1.EndMessageRequest, v1.SubmitResponse](
+			httpClient,
+			baseURL+CoordinatorServiceSubmitMessageProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("SubmitMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		abortMessage: connect.NewClient[v1.EndMessageRequest, v1.SubmitResponse](
+			httpClient,
+			baseURL+CoordinatorServiceAbortMessageProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("AbortMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		sendMessage: connect.NewClient[v1.SendMessageRequest, v1.SubmitResponse](
+			httpClient,
+			baseURL+CoordinatorServiceSendMessageProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("SendMessage")),
+			connect.WithClientOptions(opts...),
+		),
 		getDecision: connect.NewClient[v1.GetDecisionRequest, v1.GetDecisionResponse](
 			httpClient,
 			baseURL+CoordinatorServiceGetDecisionProcedure,
@@ -224,6 +279,10 @@ type coordinatorServiceClient struct {
 	commitTCC        *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
 	rollbackTCC      *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
 	submitTwoPC      *connect.Client[v1.SubmitTwoPCRequest, v1.SubmitResponse]
+	prepareMessage   *connect.Client[v1.PrepareMessageRequest, v1.SubmitResponse]
+	submitMessage    *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
+	abortMessage     *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
+	sendMessage      *connect.Client[v1.SendMessageRequest, v1.SubmitResponse]
 	getDecision      *connect.Client[v1.GetDecisionRequest, v1.GetDecisionResponse]
 	getTransaction   *connect.Client[v1.GetTransactionRequest, v1.GetTransactionResponse]
 	listTransactions *connect.Client[v1.ListTransactionsRequest, v1.ListTransactionsResponse]
@@ -264,6 +323,26 @@ func (c *coordinatorServiceClient) RollbackTCC(ctx context.Context, req *connect
 // SubmitTwoPC calls concord.v1.CoordinatorService.SubmitTwoPC.
 func (c *coordinatorServiceClient) SubmitTwoPC(ctx context.Context, req *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return c.submitTwoPC.CallUnary(ctx, req)
+}
+
+// PrepareMessage calls concord.v1.CoordinatorService.PrepareMessage.
+func (c *coordinatorServiceClient) PrepareMessage(ctx context.Context, req *connect.Request[v1.PrepareMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return c.prepareMessage.CallUnary(ctx, req)
+}
+
+// SubmitMessage calls concord.v1.CoordinatorService.SubmitMessage.
+func (c *coordinatorServiceClient) SubmitMessage(ctx context.Context, req *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return c.submitMessage.CallUnary(ctx, req)
+}
+
+// AbortMessage calls concord.v1.CoordinatorService.AbortMessage.
+func (c *coordinatorServiceClient) AbortMessage(ctx context.Context, req *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return c.abortMessage.CallUnary(ctx, req)
+}
+
+// SendMessage calls concord.v1.CoordinatorService.SendMessage.
+func (c *coordinatorServiceClient) SendMessage(ctx context.Context, req *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return c.sendMessage.CallUnary(ctx, req)
 }
 
 // GetDecision calls concord.v1.CoordinatorService.GetDecision.
@@ -317,6 +396,25 @@ type CoordinatorServiceHandler interface {
 	// the decision is forced to the log, then phase 2 commits (retried until
 	// acknowledged) or aborts (presumed abort). Same gid rules as sagas.
 	SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// PrepareMessage durably holds a transactional ("half") message: it is
+	// not delivered until the producer's local transaction commits and the
+	// producer calls SubmitMessage, and it is dropped by AbortMessage. If
+	// neither arrives within the options' timeout, the coordinator asks the
+	// producer's check_url (2xx: committed, deliver; 409: rolled back, drop;
+	// anything else: ask again later, with backoff, up to max_attempts, after
+	// which the message is stuck and an alert fires). Same gid rules as
+	// sagas.
+	PrepareMessage(context.Context, *connect.Request[v1.PrepareMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitMessage: the producer's local transaction committed; deliver the
+	// prepared message to every destination, retried until each acknowledges.
+	SubmitMessage(context.Context, *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// AbortMessage: the producer's local transaction rolled back; the
+	// prepared message is dropped and never delivered. A message already
+	// submitted is FAILED_PRECONDITION.
+	AbortMessage(context.Context, *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SendMessage durably accepts a message with nothing to wait for (the
+	// producer already committed, e.g. an outbox relay) and delivers it.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// GetDecision answers a participant that waited too long for phase 2:
 	// commit, abort, or pending. A gid the coordinator does not know was
 	// never decided to commit, so the answer is abort (presumed abort).
@@ -385,6 +483,30 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 		connect.WithSchema(coordinatorServiceMethods.ByName("SubmitTwoPC")),
 		connect.WithHandlerOptions(opts...),
 	)
+	coordinatorServicePrepareMessageHandler := connect.NewUnaryHandler(
+		CoordinatorServicePrepareMessageProcedure,
+		svc.PrepareMessage,
+		connect.WithSchema(coordinatorServiceMethods.ByName("PrepareMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	coordinatorServiceSubmitMessageHandler := connect.NewUnaryHandler(
+		CoordinatorServiceSubmitMessageProcedure,
+		svc.SubmitMessage,
+		connect.WithSchema(coordinatorServiceMethods.ByName("SubmitMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	coordinatorServiceAbortMessageHandler := connect.NewUnaryHandler(
+		CoordinatorServiceAbortMessageProcedure,
+		svc.AbortMessage,
+		connect.WithSchema(coordinatorServiceMethods.ByName("AbortMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	coordinatorServiceSendMessageHandler := connect.NewUnaryHandler(
+		CoordinatorServiceSendMessageProcedure,
+		svc.SendMessage,
+		connect.WithSchema(coordinatorServiceMethods.ByName("SendMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	coordinatorServiceGetDecisionHandler := connect.NewUnaryHandler(
 		CoordinatorServiceGetDecisionProcedure,
 		svc.GetDecision,
@@ -431,6 +553,14 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 			coordinatorServiceRollbackTCCHandler.ServeHTTP(w, r)
 		case CoordinatorServiceSubmitTwoPCProcedure:
 			coordinatorServiceSubmitTwoPCHandler.ServeHTTP(w, r)
+		case CoordinatorServicePrepareMessageProcedure:
+			coordinatorServicePrepareMessageHandler.ServeHTTP(w, r)
+		case CoordinatorServiceSubmitMessageProcedure:
+			coordinatorServiceSubmitMessageHandler.ServeHTTP(w, r)
+		case CoordinatorServiceAbortMessageProcedure:
+			coordinatorServiceAbortMessageHandler.ServeHTTP(w, r)
+		case CoordinatorServiceSendMessageProcedure:
+			coordinatorServiceSendMessageHandler.ServeHTTP(w, r)
 		case CoordinatorServiceGetDecisionProcedure:
 			coordinatorServiceGetDecisionHandler.ServeHTTP(w, r)
 		case CoordinatorServiceGetTransactionProcedure:
@@ -476,6 +606,22 @@ func (UnimplementedCoordinatorServiceHandler) RollbackTCC(context.Context, *conn
 
 func (UnimplementedCoordinatorServiceHandler) SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.SubmitTwoPC is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) PrepareMessage(context.Context, *connect.Request[v1.PrepareMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.PrepareMessage is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) SubmitMessage(context.Context, *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.SubmitMessage is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) AbortMessage(context.Context, *connect.Request[v1.EndMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.AbortMessage is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.SendMessage is not implemented"))
 }
 
 func (UnimplementedCoordinatorServiceHandler) GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error) {

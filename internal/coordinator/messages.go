@@ -1,0 +1,90 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/protocol/msg"
+)
+
+// MessageSpec is a reliable message as submitted. Each destination is a
+// branch (fields used: ID, ForwardURL, Payload).
+type MessageSpec struct {
+	GID          string
+	Destinations []protocol.Branch
+	// CheckURL is the producer's check-back endpoint (prepared messages
+	// only).
+	CheckURL string
+	Options  protocol.Options
+	// Delay holds every delivery back this long after acceptance.
+	Delay time.Duration
+}
+
+// PrepareMessage durably holds a message until its producer submits it
+// (its local transaction committed) or aborts it. Past the options'
+// timeout without either, the coordinator asks the check-back.
+func (c *Coordinator) PrepareMessage(ctx context.Context, spec MessageSpec) (protocol.Txn, error) {
+	if spec.CheckURL == "" {
+		return protocol.Txn{}, fmt.Errorf("%w: a prepared message needs a check-back URL", ErrInvalid)
+	}
+	return c.createMessage(ctx, spec, true)
+}
+
+// SendMessage durably accepts a message whose producer has nothing left
+// to commit, and delivers it.
+func (c *Coordinator) SendMessage(ctx context.Context, spec MessageSpec) (protocol.Txn, error) {
+	if spec.CheckURL != "" {
+		return protocol.Txn{}, fmt.Errorf("%w: a check-back URL is for prepared messages", ErrInvalid)
+	}
+	return c.createMessage(ctx, spec, false)
+}
+
+func (c *Coordinator) createMessage(ctx context.Context, spec MessageSpec, prepared bool) (protocol.Txn, error) {
+	minted := spec.GID == ""
+	if minted {
+		spec.GID = NewGID()
+	}
+	if err := nameBranches("message", spec.Destinations); err != nil {
+		return protocol.Txn{}, err
+	}
+	if spec.Delay < 0 {
+		return protocol.Txn{}, fmt.Errorf("%w: delay must not be negative", ErrInvalid)
+	}
+	branches := make([]protocol.Branch, 0, len(spec.Destinations)+1)
+	if prepared {
+		branches = append(branches, protocol.Branch{ID: msg.CheckBranch, ForwardOp: protocol.OpCheck, ForwardURL: spec.CheckURL})
+	}
+	for _, d := range spec.Destinations {
+		if d.ID == msg.CheckBranch {
+			return protocol.Txn{}, fmt.Errorf("%w: destination id %q is reserved", ErrInvalid, msg.CheckBranch)
+		}
+		d.ForwardOp = protocol.OpDeliver
+		branches = append(branches, d)
+	}
+	hash := specHash(struct {
+		Prepared bool
+		Spec     MessageSpec
+	}{prepared, spec})
+	t := protocol.Txn{
+		GID: spec.GID, Mode: protocol.ModeMsg, Options: withDefaults(spec.Options, c.cfg.Defaults),
+		Branches: branches, SpecHash: hash,
+	}
+	if spec.Delay > 0 {
+		t.NotBefore = now() + int64(spec.Delay)
+	}
+	return c.create(ctx, t, minted)
+}
+
+// SubmitMessage is the producer's "my local transaction committed":
+// deliver the prepared message.
+func (c *Coordinator) SubmitMessage(ctx context.Context, gid string) (protocol.Txn, error) {
+	return c.do(ctx, gid, protocol.ModeMsg, protocol.Commit{Now: now()})
+}
+
+// AbortMessage is the producer's "my local transaction rolled back": drop
+// the prepared message.
+func (c *Coordinator) AbortMessage(ctx context.Context, gid, reason string) (protocol.Txn, error) {
+	return c.do(ctx, gid, protocol.ModeMsg, protocol.Rollback{Now: now(), Reason: reason})
+}
