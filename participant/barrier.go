@@ -153,10 +153,16 @@ func (br *Barrier) Do(ctx context.Context, b Branch, fn func(ctx context.Context
 	}
 	committed = true // Commit ends tx whether or not it succeeds
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("participant: barrier %s: commit: %w", describe(b), err)
+		return fmt.Errorf("participant: barrier %s: commit: %w: %w", describe(b), ErrOutcomeUnknown, err)
 	}
 	return nil
 }
+
+// ErrOutcomeUnknown is wrapped by Do (and DoMessage) when the local
+// transaction's commit failed in a way that leaves its outcome unknown (the
+// connection broke during COMMIT). The work may have committed; never
+// report it as not done.
+var ErrOutcomeUnknown = errors.New("participant: the local commit's outcome is unknown")
 
 // enter writes the barrier rows for b in tx and reports whether fn must run.
 func (br *Barrier) enter(ctx context.Context, tx *sql.Tx, b Branch) (run bool, err error) {

@@ -31,12 +31,14 @@ const (
 	OpPrepare    Op = "prepare"    // 2pc phase 1: do the work, make it durable but not visible, vote
 	OpCommit     Op = "commit"     // 2pc phase 2 after a commit decision
 	OpAbort      Op = "abort"      // 2pc phase 2 after an abort decision
+	OpDeliver    Op = "deliver"    // msg: a message delivered to a consumer
+	OpCheck      Op = "check"      // msg: the coordinator asks a producer whether its local transaction committed
 )
 
 // Valid reports whether op is one of the known operations.
 func (op Op) Valid() bool {
 	switch op {
-	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel, OpPrepare, OpCommit, OpAbort:
+	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel, OpPrepare, OpCommit, OpAbort, OpDeliver, OpCheck:
 		return true
 	}
 	return false
