@@ -102,8 +102,20 @@ func (m *Message) Prepare(ctx context.Context, checkURL string) (*Transaction, e
 
 // Submit tells the coordinator that the local transaction committed: the
 // prepared message is delivered.
-func (m *Message) Submit(ctx context.Context) (*Transaction, error) {
-	resp, err := m.c.rpc.SubmitMessage(ctx, connect.NewRequest(&v1.EndMessageRequest{Gid: m.gid}))
+func (m *Message) Submit(ctx context.Context) (*Transaction, error) { return m.submit(ctx, false) }
+
+// SubmitAndWait submits and waits until every destination acknowledged
+// (or the message is stuck).
+func (m *Message) SubmitAndWait(ctx context.Context) (*Transaction, error) {
+	tx, err := m.submit(ctx, true)
+	if err != nil || Settled(tx) {
+		return tx, err
+	}
+	return m.c.Wait(ctx, tx.Gid)
+}
+
+func (m *Message) submit(ctx context.Context, wait bool) (*Transaction, error) {
+	resp, err := m.c.rpc.SubmitMessage(ctx, connect.NewRequest(&v1.EndMessageRequest{Gid: m.gid, Wait: wait}))
 	if err != nil {
 		return nil, wrap(err)
 	}

@@ -25,6 +25,10 @@ const (
 	// MariaDB/MySQL and one on PostgreSQL, each incrementing one random
 	// row of a table of its own, submitted with SubmitAndWait.
 	ModeTwoPCXA = "2pc-xa"
+	// ModeMsg: each transaction is a transactional message to two HTTP
+	// consumers: prepare, a no-op local transaction, submit and wait until
+	// both consumers have it (delivery included in the latency).
+	ModeMsg = "msg"
 )
 
 // ErrConfig wraps every problem Validate finds.
@@ -57,7 +61,7 @@ func Default() Config {
 // RegisterFlags defines the -mode, -concurrency, -duration, -warmup,
 // -addr, -mysql-dsn and -postgres-dsn flags on fs, with c's current values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait), tcc (2-branch TCC, commit and wait) 2pc (2 HTTP participants, submit and wait) or 2pc-xa (2 XA branches, MariaDB and PostgreSQL, submit and wait)")
+	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait), tcc (2-branch TCC, commit and wait) 2pc (2 HTTP participants, submit and wait) 2pc-xa (2 XA branches, MariaDB and PostgreSQL, submit and wait) or msg (prepare, local no-op, submit, wait for 2 HTTP consumers)")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "workers, each running one transaction at a time")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured period")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
@@ -71,11 +75,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func (c Config) Validate() error {
 	var errs []string
 	switch c.Mode {
-	case ModeSaga, ModeTCC, ModeTwoPC:
+	case ModeSaga, ModeTCC, ModeTwoPC, ModeMsg:
 	case ModeTwoPCXA:
 		errs = append(errs, validateDSNs(c)...)
 	default:
-		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC, ModeTwoPCXA))
+		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s, %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC, ModeTwoPCXA, ModeMsg))
 	}
 	if c.Concurrency <= 0 {
 		errs = append(errs, fmt.Sprintf("concurrency %d: must be positive", c.Concurrency))

@@ -17,10 +17,12 @@ const (
 	opConfirm
 	opCancel
 	opTwoPC // one URL for prepare, commit and abort
+	opDeliver
+	opCheck
 	numOps
 )
 
-var opPaths = [numOps]string{"/action", "/compensate", "/try", "/confirm", "/cancel", "/2pc"}
+var opPaths = [numOps]string{"/action", "/compensate", "/try", "/confirm", "/cancel", "/2pc", "/deliver", "/check"}
 
 // participants is an HTTP server whose branch operations succeed at once.
 // It must cost as little as possible, since it shares the machine with the

@@ -23,6 +23,8 @@ func newTxnFunc(mode string, c *client.Client, p *participants) txnFunc {
 		return tccTxn(c, p)
 	case ModeTwoPC:
 		return twoPCTxn(c, p)
+	case ModeMsg:
+		return msgTxn(c, p)
 	}
 	return sagaTxn(c, p)
 }
@@ -82,4 +84,22 @@ func succeeded(mode string, tx *client.Transaction) error {
 		return fmt.Errorf("%s %s ended %s", mode, tx.GetGid(), tx.GetStatus())
 	}
 	return nil
+}
+
+// msgTxn sends a transactional message to two consumers: prepare, a no-op
+// local transaction, submit and wait until both consumers acknowledged (two
+// API calls; the coordinator makes two deliveries).
+func msgTxn(c *client.Client, p *participants) txnFunc {
+	deliver, check := p.url(opDeliver), p.url(opCheck)
+	return func(ctx context.Context) error {
+		m := c.NewMessage("").Payload(payload).To(deliver).To(deliver)
+		if _, err := m.Prepare(ctx, check); err != nil {
+			return err
+		}
+		tx, err := m.SubmitAndWait(ctx)
+		if err != nil {
+			return err
+		}
+		return succeeded("msg", tx)
+	}
 }
