@@ -384,3 +384,9 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// CheckURL reports whether url is one Open accepts, without connecting.
+func CheckURL(url string) error {
+	_, err := redis.ParseURL(url)
+	return err
+}
