@@ -36,8 +36,14 @@ const (
 // schemaVersion is stored under the 'V' key; Open refuses other versions.
 const schemaVersion = 1
 
-// recordVersion is the first byte of every record value.
-const recordVersion = 1
+// Record value formats, the first byte of every record value. A record
+// with no Owner and Version 0 (a single coordinator) is written in the
+// shorter recordV1, so stores written before fencing existed read as they
+// were and the default path writes the same bytes as before.
+const (
+	recordV1 = 1
+	recordV2 = 2 // recordV1 plus str(Owner) varint(Version) before Data
+)
 
 // flagFinished is set in the flags byte of a finished record.
 const flagFinished = 1
@@ -135,18 +141,29 @@ func decodeMeta(v []byte) (status, mode string, err error) {
 
 // encodeRecord encodes every field but GID, which is in the key:
 //
-//	version(1) flags(1) varint(CreatedAt) varint(UpdatedAt) str(Mode) str(Status) Data
+//	1 flags(1) varint(CreatedAt) varint(UpdatedAt) str(Mode) str(Status) Data
+//	2 flags(1) varint(CreatedAt) varint(UpdatedAt) str(Mode) str(Status) str(Owner) varint(Version) Data
+//
+// The first form is used when Owner is empty and Version is 0.
 func encodeRecord(r store.Record) []byte {
-	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+4+len(r.Mode)+len(r.Status)+len(r.Data))
+	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+6+len(r.Mode)+len(r.Status)+len(r.Owner)+len(r.Data))
 	var flags byte
 	if r.Finished {
 		flags |= flagFinished
 	}
-	b = append(b, recordVersion, flags)
+	format := byte(recordV1)
+	if r.Owner != "" || r.Version != 0 {
+		format = recordV2
+	}
+	b = append(b, format, flags)
 	b = binary.AppendVarint(b, r.CreatedAt)
 	b = binary.AppendVarint(b, r.UpdatedAt)
 	b = appendStr(b, r.Mode)
 	b = appendStr(b, r.Status)
+	if format == recordV2 {
+		b = appendStr(b, r.Owner)
+		b = binary.AppendVarint(b, r.Version)
+	}
 	return append(b, r.Data...)
 }
 
@@ -154,7 +171,7 @@ func encodeRecord(r store.Record) []byte {
 // copyData is set and aliases v otherwise.
 func decodeRecord(gid string, v []byte, copyData bool) (store.Record, error) {
 	r := store.Record{GID: gid}
-	if len(v) < 2 || v[0] != recordVersion || v[1]&^flagFinished != 0 {
+	if len(v) < 2 || v[0] != recordV1 && v[0] != recordV2 || v[1]&^flagFinished != 0 {
 		return r, corrupt("record "+gid, v)
 	}
 	r.Finished = v[1]&flagFinished != 0
@@ -174,6 +191,15 @@ func decodeRecord(gid string, v []byte, copyData bool) (store.Record, error) {
 	}
 	if r.Status, rest, ok = readStr(rest); !ok {
 		return r, corrupt("record "+gid, v)
+	}
+	if v[0] == recordV2 {
+		if r.Owner, rest, ok = readStr(rest); !ok {
+			return r, corrupt("record "+gid, v)
+		}
+		if r.Version, w = binary.Varint(rest); w <= 0 {
+			return r, corrupt("record "+gid, v)
+		}
+		rest = rest[w:]
 	}
 	if copyData {
 		r.Data = append([]byte(nil), rest...)

@@ -64,7 +64,9 @@ func TestSuccessor(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(encodeRecord(store.Record{GID: "g", Mode: "saga", Status: "running", CreatedAt: 1, UpdatedAt: 2, Data: []byte("d")}))
 	f.Add(encodeRecord(store.Record{Finished: true, CreatedAt: -1}))
-	f.Add([]byte{recordVersion, 0, 0x80})
+	f.Add([]byte{recordV1, 0, 0x80})
+	f.Add([]byte{recordV2, 0, 2, 4, 0, 0, 1, 'o', 6})
+	f.Add(encodeRecord(store.Record{GID: "g", Owner: "node-1", Version: 7, Data: []byte("d")}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		r, err := decodeRecord("g", v, true)
@@ -76,7 +78,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		again, err := decodeRecord("g", encodeRecord(r), false)
 		if err != nil || again.Mode != r.Mode || again.Status != r.Status || again.Finished != r.Finished ||
-			again.CreatedAt != r.CreatedAt || again.UpdatedAt != r.UpdatedAt || !bytes.Equal(again.Data, r.Data) {
+			again.CreatedAt != r.CreatedAt || again.UpdatedAt != r.UpdatedAt || !bytes.Equal(again.Data, r.Data) ||
+			again.Owner != r.Owner || again.Version != r.Version {
 			t.Fatalf("re-encoding %+v gave %+v, %v", r, again, err)
 		}
 	})

@@ -48,6 +48,11 @@ func (o Options) Validate() error {
 
 // Store is the embedded store.Store and store.Deleter. It is safe for
 // concurrent use.
+//
+// Versioned writes (Record.Version > 0) are checked against the stored
+// record inside the engine's serialised update, so they are fenced like in
+// a shared store; the store does not implement store.Leaser, because one
+// process holds the directory's lock and there is no one to lease from.
 type Store struct {
 	eng    engine
 	name   string       // engine name
@@ -164,12 +169,24 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 	if s.live == nil {
 		s.live = make(map[string][]keyValue)
 	}
+	var conflict *store.ConflictError
 	err := s.write(func(r reader, w writer) error {
+		// Versioned records are checked before anything is written; their
+		// stored value, read here, also tells which index entries to drop.
+		stored, err := checkVersions(r, batch)
+		if err != nil {
+			if errors.As(err, &conflict) {
+				return conflict
+			}
+			return err
+		}
 		for i, p := range prep {
 			var err error
 			if old, ok := s.live[batch[i].GID]; ok {
 				err = dropIndex(w, old, p.index)
-			} else if !batch[i].Fresh {
+			} else if old, ok := stored[batch[i].GID]; ok {
+				err = dropIndex(w, indexKeys(old), p.index)
+			} else if !batch[i].Fresh && batch[i].Version != 1 {
 				err = unindex(r, w, batch[i].GID, p.index)
 			}
 			if err != nil {
@@ -186,6 +203,9 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 		}
 		return nil
 	})
+	if conflict != nil {
+		return conflict // nothing was written; the cache still holds
+	}
 	if err != nil {
 		// Whether any of it reached the engine is not known here; forget
 		// the cache and read old entries back from now on.
@@ -200,6 +220,44 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 		}
 	}
 	return nil
+}
+
+// checkVersions reads the stored record of every versioned record of batch
+// and returns them by gid, or a *store.ConflictError naming every record
+// whose Version does not follow the stored one. Unversioned records are not
+// read: the default single-coordinator path costs no extra read.
+func checkVersions(r reader, batch []store.Record) (map[string]store.Record, error) {
+	var stored map[string]store.Record
+	var conflicts []string
+	for _, rec := range batch {
+		if rec.Version == 0 {
+			continue
+		}
+		v, err := r.get(recordKey(rec.GID))
+		if err != nil {
+			return nil, err
+		}
+		var old store.Record
+		if v != nil {
+			if old, err = decodeRecord(rec.GID, v, false); err != nil {
+				return nil, err
+			}
+		}
+		switch {
+		case rec.Version == 1 && v == nil:
+		case rec.Version > 1 && v != nil && old.Version == rec.Version-1:
+			if stored == nil {
+				stored = make(map[string]store.Record)
+			}
+			stored[rec.GID] = old
+		default:
+			conflicts = append(conflicts, rec.GID)
+		}
+	}
+	if conflicts != nil {
+		return nil, &store.ConflictError{GIDs: conflicts}
+	}
+	return stored, nil
 }
 
 // lastPerGID returns batch with only the last record of each gid. The

@@ -1,7 +1,12 @@
 // Package memstore is an in-memory store.Store for unit tests of the
 // runtime and for the simulator. It keeps nothing across restarts of the
 // process, but otherwise honours the whole contract: Commit is atomic,
-// records are copied in and out, and it implements store.Deleter.
+// records are copied in and out, versioned writes are fenced, and it
+// implements store.Deleter and store.Leaser.
+//
+// Leases are judged by the Store's clock: the monotonic wall clock by
+// default, or any function installed with SetClock, so tests of the runtime
+// can expire an instance without waiting.
 //
 // A Store is cheap to create; List and DeleteFinished sort the matching
 // records on every call, which is fine for the thousands of records tests
@@ -14,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/concordtm/concord/internal/store"
 )
@@ -30,20 +36,33 @@ type Store struct {
 	mu      sync.RWMutex
 	records map[string]store.Record // by gid; Data owned by the Store
 	live    map[string]struct{}     // gids with Finished == false
+	leases  map[string]time.Time    // instance -> end of its liveness
+	now     func() time.Time        // the store's clock
 	closed  bool
 }
 
 var (
 	_ store.Store   = (*Store)(nil)
 	_ store.Deleter = (*Store)(nil)
+	_ store.Leaser  = (*Store)(nil)
 )
 
-// New returns an empty Store.
+// New returns an empty Store whose clock is time.Now (monotonic).
 func New() *Store {
 	return &Store{
 		records: make(map[string]store.Record),
 		live:    make(map[string]struct{}),
+		leases:  make(map[string]time.Time),
+		now:     time.Now,
 	}
+}
+
+// SetClock makes now the Store's clock for Heartbeat and Claim. Leases
+// already granted keep their end time.
+func (s *Store) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
 }
 
 // clone returns r with its own copy of Data.
@@ -67,6 +86,16 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 	if s.closed {
 		return store.ErrClosed
 	}
+	var conflicts []string
+	for _, r := range copies {
+		old, ok := s.records[r.GID]
+		if !versionMatches(r.Version, old.Version, ok) {
+			conflicts = append(conflicts, r.GID)
+		}
+	}
+	if conflicts != nil {
+		return &store.ConflictError{GIDs: conflicts}
+	}
 	for _, r := range copies {
 		s.records[r.GID] = r
 		if r.Finished {
@@ -76,6 +105,19 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 		}
 	}
 	return nil
+}
+
+// versionMatches reports whether a write of version want may replace the
+// stored version (exists says whether a record is stored at all).
+func versionMatches(want, stored int64, exists bool) bool {
+	switch {
+	case want == 0:
+		return true
+	case want == 1:
+		return !exists
+	default:
+		return exists && stored == want-1
+	}
 }
 
 // Get returns a copy of the record for gid.
@@ -234,6 +276,6 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.closed = true
-	s.records, s.live = nil, nil
+	s.records, s.live, s.leases = nil, nil, nil
 	return nil
 }

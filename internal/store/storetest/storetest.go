@@ -19,6 +19,11 @@
 // subtests close the store themselves). The open function may register its
 // own cleanups, for example to drop a database schema.
 //
+// The suite also checks fenced writes (Record.Version, store.ConflictError)
+// on every backend, and store.Leaser on the backends that implement it: its
+// subtests pass trivially on the others. Leaser subtests use ttls below a
+// second and poll, so they take about a second in all.
+//
 // Besides what store.Store documents, the suite checks two properties that
 // follow from "Commit is atomic": a single List call sees each Commit either
 // entirely or not at all, and a Commit that returns an error leaves nothing of
@@ -65,7 +70,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentCommits", testConcurrentCommits},
 		{"Deleter", testDeleter},
 		{"Close", testClose},
+		{"VersionInsertIfAbsent", testVersionInsert},
+		{"VersionChain", testVersionChain},
+		{"VersionConflictAllOrNothing", testVersionAllOrNothing},
+		{"VersionZeroUnconditional", testVersionZero},
+		{"OwnerVersionRoundtrip", testOwnerRoundtrip},
+		{"VersionConcurrentWriters", testVersionRace},
 	}
+	tests = append(tests, leaserTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, openStore(t, open))
@@ -150,6 +162,10 @@ func sameRecord(got, want store.Record) string {
 		return fmt.Sprintf("%s: CreatedAt = %d, want %d", want.GID, got.CreatedAt, want.CreatedAt)
 	case got.UpdatedAt != want.UpdatedAt:
 		return fmt.Sprintf("%s: UpdatedAt = %d, want %d", want.GID, got.UpdatedAt, want.UpdatedAt)
+	case got.Owner != want.Owner:
+		return fmt.Sprintf("%s: Owner = %q, want %q", want.GID, got.Owner, want.Owner)
+	case got.Version != want.Version:
+		return fmt.Sprintf("%s: Version = %d, want %d", want.GID, got.Version, want.Version)
 	case !bytes.Equal(got.Data, want.Data):
 		return fmt.Sprintf("%s: Data differs (%d bytes, want %d)", want.GID, len(got.Data), len(want.Data))
 	}
