@@ -3,6 +3,7 @@
 //
 //	concord serve [flags]            run the coordinator
 //	concord tx list|show|retry|abort operate on transactions
+//	concord migrate -store URL       set up a shared store's schema
 //	concord demo                     the shop example, end to end
 //	concord bench [flags]            measure throughput and latency
 package main
@@ -20,6 +21,7 @@ const usage = `usage: concord <command> [flags]
 commands:
   serve    run the coordinator (concord serve -h for flags)
   tx       list, show, retry or abort transactions
+  migrate  create or upgrade the schema of a shared store (-store URL)
   demo     run the shop example end to end on the embedded store
   bench    measure sagas/s and latency against a real coordinator
 `
@@ -40,6 +42,8 @@ func run(args []string) int {
 		err = cli.Serve(args[1:], env)
 	case "tx":
 		err = cli.Tx(args[1:], env)
+	case "migrate":
+		err = cli.Migrate(args[1:], env)
 	case "demo":
 		err = cli.Demo(args[1:], env)
 	case "bench":

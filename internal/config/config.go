@@ -136,6 +136,9 @@ func (c Config) IsShared() bool {
 	return c.Shared == "true" || (c.Shared == "auto" && c.Store != "")
 }
 
+// RedactedStore is Store with any password hidden, for logs.
+func (c Config) RedactedStore() string { return redact(c.Store) }
+
 // redact hides a URL's password.
 func redact(raw string) string {
 	u, err := url.Parse(raw)

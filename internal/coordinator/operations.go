@@ -182,8 +182,14 @@ func (c *Coordinator) create(ctx context.Context, t protocol.Txn, fresh bool) (p
 		}
 		nt, err = c.finish(e, protocol.Txn{}, nt, protocol.Submit{}, fx, w)
 		if errors.Is(err, store.ErrConflict) {
-			// Another instance created this gid first.
+			// Another instance created this gid first (or the store
+			// refused the whole batch for a neighbour's conflict: then
+			// there is nothing stored and we try again).
 			cur, rerr := c.readStored(ctx, t.GID)
+			if errors.Is(rerr, ErrNotFound) {
+				fresh = false
+				continue
+			}
 			if rerr != nil {
 				return protocol.Txn{}, rerr
 			}

@@ -12,12 +12,32 @@ import (
 	"github.com/concordtm/concord/internal/config"
 	"github.com/concordtm/concord/internal/coordinator"
 	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/store"
 	"github.com/concordtm/concord/internal/store/embedded"
+	storeopen "github.com/concordtm/concord/internal/store/open"
 )
 
 // ErrStartup wraps every error that prevents the server from starting
 // (bad configuration, unusable data directory, address in use).
 var ErrStartup = errors.New("concord: cannot start")
+
+// OpenStore opens the store cfg names: the shared store at cfg.Store
+// (migrated first when cfg.Migrate), or the embedded store in cfg.DataDir.
+// It also returns a description of it for logs (never a password).
+func OpenStore(ctx context.Context, cfg config.Config) (store.Store, string, error) {
+	if cfg.Store != "" {
+		st, err := storeopen.OpenWith(ctx, cfg.Store, storeopen.Options{Migrate: cfg.Migrate})
+		if err != nil {
+			return nil, "", fmt.Errorf("open store: %w", err)
+		}
+		return st, cfg.RedactedStore(), nil
+	}
+	st, err := embedded.Open(cfg.DataDir, embedded.Options{Engine: cfg.Engine})
+	if err != nil {
+		return nil, "", fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+	}
+	return st, "embedded:" + cfg.DataDir, nil
+}
 
 // Run serves the coordinator until ctx is cancelled. ready, if non-nil,
 // receives the bound address once the server accepts connections.
@@ -25,13 +45,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
-	st, err := embedded.Open(cfg.DataDir, embedded.Options{Engine: cfg.Engine})
+	st, where, err := OpenStore(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("%w: open store in %s: %v", ErrStartup, cfg.DataDir, err)
+		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
 	defer st.Close()
 
+	var shared *coordinator.SharedConfig
+	if cfg.IsShared() {
+		shared = &coordinator.SharedConfig{Instance: cfg.Instance, LeaseTTL: cfg.LeaseTTL}
+	}
 	coord := coordinator.New(coordinator.Config{
+		Shared:    shared,
+		Retention: cfg.Retention,
 		Defaults: protocol.Options{
 			Timeout: int64(cfg.Timeout), BranchTimeout: int64(cfg.BranchTimeout),
 			MaxAttempts: cfg.MaxAttempts, MaxTotalAttempts: cfg.MaxTotalAttempts,
@@ -73,7 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		}
 	}()
 	addr := ln.Addr().String()
-	log.Info("concord serving", "addr", addr, "data_dir", cfg.DataDir, "tls", cfg.TLSCert != "", "auth", cfg.Token != "")
+	log.Info("concord serving", "addr", addr, "store", where, "instance", coord.Instance(), "tls", cfg.TLSCert != "", "auth", cfg.Token != "")
 	if ready != nil {
 		ready(addr)
 	}
