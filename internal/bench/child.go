@@ -3,12 +3,17 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"time"
+
+	storeopen "github.com/concordtm/concord/internal/store/open"
 )
 
 // readyTimeout bounds how long a child coordinator may take to print its
@@ -33,14 +38,14 @@ type child struct {
 // startChild runs `binary serve` on a free loopback port and a fresh
 // temporary data directory, and waits for its ready line. On error nothing
 // is left behind.
-func startChild(ctx context.Context, binary string) (_ *child, err error) {
+func startChild(ctx context.Context, binary string, extra ...string) (_ *child, err error) {
 	dir, err := os.MkdirTemp("", "concord-bench-")
 	if err != nil {
 		return nil, err
 	}
 	ready := make(chan string, 1)
 	c := &child{dir: dir, stderr: &tail{max: 4 << 10}, exited: make(chan struct{})}
-	c.cmd = exec.Command(binary, "serve", "-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "warn")
+	c.cmd = exec.Command(binary, append([]string{"serve", "-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "warn"}, extra...)...)
 	c.cmd.Env = withoutConcordVars(os.Environ())
 	c.cmd.Stdout = &readyLine{ready: ready}
 	c.cmd.Stderr = c.stderr
@@ -156,4 +161,41 @@ func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.b)
+}
+
+// freshNamespace returns raw with a namespace of its own added (a table
+// prefix for SQL stores, a key namespace for Redis), and a function that
+// drops what the run stored there.
+func freshNamespace(ctx context.Context, raw string) (string, func(), error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", nil, fmt.Errorf("store %q: %v", raw, err)
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	name := "bench_" + hex.EncodeToString(b[:])
+	q := u.Query()
+	switch u.Scheme {
+	case "postgres", "postgresql", "mysql":
+		q.Set("table_prefix", name+"_")
+	case "redis", "rediss":
+		q.Set("namespace", name)
+	default:
+		return "", nil, fmt.Errorf("store %q: want a postgres://, mysql:// or redis:// URL", u.Redacted())
+	}
+	u.RawQuery = q.Encode()
+	fresh := u.String()
+	st, err := storeopen.OpenWith(ctx, fresh, storeopen.Options{Migrate: true})
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() {
+		defer st.Close()
+		if d, ok := st.(interface{ Drop(context.Context) error }); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			d.Drop(ctx)
+		}
+	}
+	return fresh, cleanup, nil
 }

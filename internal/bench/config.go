@@ -50,11 +50,17 @@ type Config struct {
 	// (go-sql-driver/mysql and pgx syntax); other modes ignore them.
 	MySQLDSN    string
 	PostgresDSN string
+	// Store, if set, is a shared store URL (postgres://, mysql://,
+	// redis://) for the child coordinators, which get a fresh namespace in
+	// it (dropped at the end). Coordinators is how many children share it
+	// (1); workers take turns among them.
+	Store        string
+	Coordinators int
 }
 
 // Default returns the configuration `concord bench` runs without flags.
 func Default() Config {
-	return Config{Mode: ModeSaga, Concurrency: 10, Duration: 10 * time.Second, Warmup: 2 * time.Second,
+	return Config{Mode: ModeSaga, Concurrency: 10, Duration: 10 * time.Second, Warmup: 2 * time.Second, Coordinators: 1,
 		MySQLDSN: DefaultMySQLDSN, PostgresDSN: DefaultPostgresDSN}
 }
 
@@ -66,6 +72,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured period")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "`url` of a running coordinator; empty starts 'concord serve' as a child process on a temporary data directory")
+	fs.StringVar(&c.Store, "store", c.Store, "shared store `url` (postgres://, mysql://, redis://) for the child coordinators, in a fresh namespace; empty: each child's own embedded store")
+	fs.IntVar(&c.Coordinators, "coordinators", c.Coordinators, "child coordinators sharing -store; workers take turns among them")
 	fs.StringVar(&c.MySQLDSN, "mysql-dsn", c.MySQLDSN, "MariaDB/MySQL `dsn` (go-sql-driver syntax) of mode 2pc-xa")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL `dsn` (URL or key=value) of mode 2pc-xa")
 }
@@ -80,6 +88,15 @@ func (c Config) Validate() error {
 		errs = append(errs, validateDSNs(c)...)
 	default:
 		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s, %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC, ModeTwoPCXA, ModeMsg))
+	}
+	if c.Coordinators < 1 {
+		errs = append(errs, fmt.Sprintf("coordinators %d: must be at least 1", c.Coordinators))
+	}
+	if c.Coordinators > 1 && c.Store == "" {
+		errs = append(errs, "coordinators > 1 needs -store: several coordinators share one store")
+	}
+	if (c.Store != "" || c.Coordinators > 1) && c.Addr != "" {
+		errs = append(errs, "store and coordinators are for child coordinators; not with -addr")
 	}
 	if c.Concurrency <= 0 {
 		errs = append(errs, fmt.Sprintf("concurrency %d: must be positive", c.Concurrency))

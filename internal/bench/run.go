@@ -74,8 +74,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		defer xw.close() // after the coordinator's stop: rolls back what is left
 	}
 
-	var coord *child
+	var coords []*child
 	base, _ := coordinatorURL(cfg.Addr)
+	bases := []string{base}
 	if cfg.Addr == "" {
 		bin := cfg.Binary
 		if bin == "" {
@@ -83,34 +84,58 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				return Result{}, fmt.Errorf("locate the concord binary: %w", err)
 			}
 		}
-		if coord, err = startChild(ctx, bin); err != nil {
-			return Result{}, err
-		}
-		defer coord.stop()
-		base = coord.url
-		go func() {
-			select {
-			case <-coord.exited:
-				cancel(fmt.Errorf("coordinator exited during the run (%v); its stderr:\n%s", coord.cmd.ProcessState, coord.stderr))
-			case <-ctx.Done():
+		var extra []string
+		if cfg.Store != "" {
+			u, cleanup, err := freshNamespace(ctx, cfg.Store)
+			if err != nil {
+				return Result{}, err
 			}
-		}()
-	}
-
-	c := client.New(base)
-	probe, stopProbe := context.WithTimeout(ctx, probeTimeout)
-	_, err = c.NewGID(probe)
-	stopProbe()
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil {
-			return Result{}, cause
+			defer cleanup() // after the children stop
+			extra = []string{"-store", u}
 		}
-		return Result{}, fmt.Errorf("coordinator at %s does not answer: %w", base, err)
+		bases = bases[:0]
+		for range cfg.Coordinators {
+			coord, err := startChild(ctx, bin, extra...)
+			if err != nil {
+				return Result{}, err
+			}
+			defer coord.stop()
+			coords = append(coords, coord)
+			bases = append(bases, coord.url)
+			go func() {
+				select {
+				case <-coord.exited:
+					cancel(fmt.Errorf("coordinator exited during the run (%v); its stderr:\n%s", coord.cmd.ProcessState, coord.stderr))
+				case <-ctx.Done():
+				}
+			}()
+		}
+		base = strings.Join(bases, ",")
 	}
 
-	txn := newTxnFunc(cfg.Mode, c, p)
-	if xw != nil {
-		txn = xw.txn(c)
+	clients := make([]*client.Client, len(bases))
+	for i, b := range bases {
+		clients[i] = client.New(b)
+	}
+	c := clients[0]
+	for _, cl := range clients {
+		probe, stopProbe := context.WithTimeout(ctx, probeTimeout)
+		_, err = cl.NewGID(probe)
+		stopProbe()
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				return Result{}, cause
+			}
+			return Result{}, fmt.Errorf("coordinator at %s does not answer: %w", base, err)
+		}
+	}
+
+	txns := make([]txnFunc, len(clients))
+	for i, cl := range clients {
+		txns[i] = newTxnFunc(cfg.Mode, cl, p)
+		if xw != nil {
+			txns[i] = xw.txn(cl)
+		}
 	}
 	from := time.Now().Add(cfg.Warmup)
 	end := from.Add(cfg.Duration)
@@ -118,23 +143,26 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer stopRun()
 
 	var wg sync.WaitGroup
-	var before procUsage
+	before := make([]procUsage, len(coords))
 	var beforeOK bool
-	if coord != nil {
+	if len(coords) > 0 {
 		wg.Go(func() {
 			t := time.NewTimer(time.Until(from))
 			defer t.Stop()
 			select {
 			case <-t.C:
-				u, err := readUsage(coord.pid())
-				before, beforeOK = u, err == nil
+				beforeOK = true
+				for i, coord := range coords {
+					u, err := readUsage(coord.pid())
+					before[i], beforeOK = u, beforeOK && err == nil
+				}
 			case <-runCtx.Done():
 			}
 		})
 	}
 	workers := make([]worker, cfg.Concurrency)
 	for i := range workers {
-		wg.Go(func() { workers[i].run(runCtx, txn, from, end) })
+		wg.Go(func() { workers[i].run(runCtx, txns[i%len(txns)], from, end) })
 	}
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
@@ -159,14 +187,23 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	l := summarise(all)
 	res.P50Ms, res.P90Ms, res.P99Ms, res.MaxMs = ms(l.p50), ms(l.p90), ms(l.p99), ms(l.max)
 
-	if coord != nil {
-		// Read before the deferred stop kills it. A failed read (no /proc)
-		// leaves the figures zero, which the report shows as unmeasured.
-		if after, err := readUsage(coord.pid()); err == nil {
-			res.RSSMB = math.Round(float64(after.Peak)/(1<<20)*10) / 10
-			if res.Count > 0 && beforeOK {
-				res.CPUMsPerTx = math.Round(float64(after.CPU-before.CPU)/float64(time.Millisecond)/float64(res.Count)*1000) / 1000
+	if len(coords) > 0 {
+		// Read before the deferred stop kills them. A failed read (no
+		// /proc) leaves the figures zero, which the report shows as
+		// unmeasured. RSS is the largest child's; CPU is all children's.
+		var cpu time.Duration
+		ok := beforeOK
+		for i, coord := range coords {
+			after, err := readUsage(coord.pid())
+			if err != nil {
+				ok = false
+				continue
 			}
+			res.RSSMB = max(res.RSSMB, math.Round(float64(after.Peak)/(1<<20)*10)/10)
+			cpu += after.CPU - before[i].CPU
+		}
+		if ok && res.Count > 0 {
+			res.CPUMsPerTx = math.Round(float64(cpu)/float64(time.Millisecond)/float64(res.Count)*1000) / 1000
 		}
 	}
 	if xw != nil {
