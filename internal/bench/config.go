@@ -53,7 +53,7 @@ type Config struct {
 	// Store, if set, is a shared store URL (postgres://, mysql://,
 	// redis://) for the child coordinators, which get a fresh namespace in
 	// it (dropped at the end). Coordinators is how many children share it
-	// (1); workers take turns among them.
+	// (0 or 1: one); workers take turns among them.
 	Store        string
 	Coordinators int
 }
@@ -89,7 +89,7 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s, %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC, ModeTwoPCXA, ModeMsg))
 	}
-	if c.Coordinators < 1 {
+	if c.Coordinators < 0 {
 		errs = append(errs, fmt.Sprintf("coordinators %d: must be at least 1", c.Coordinators))
 	}
 	if c.Coordinators > 1 && c.Store == "" {

@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			extra = []string{"-store", u}
 		}
 		bases = bases[:0]
-		for range cfg.Coordinators {
+		for range max(cfg.Coordinators, 1) {
 			coord, err := startChild(ctx, bin, extra...)
 			if err != nil {
 				return Result{}, err
