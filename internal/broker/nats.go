@@ -103,9 +103,7 @@ func (p *natsPublisher) Publish(ctx context.Context, m Message) error {
 		ctx, cancel = context.WithTimeout(ctx, natsAckTimeout)
 		defer cancel()
 	}
-	p.mu.Lock()
 	_, err := p.js.PublishMsg(ctx, p.msg(m), p.opts(m)...)
-	p.mu.Unlock()
 	if err != nil {
 		return p.publishError(ctx, m, err)
 	}
