@@ -100,21 +100,25 @@ func trimReason(s string) string {
 }
 
 // SchemeCaller sends each call to the caller for its URL's scheme:
-// http/https to HTTP, grpc/grpcs to GRPC.
+// http/https to HTTP, grpc/grpcs to GRPC, broker URLs to Broker.
 type SchemeCaller struct {
-	HTTP Caller
-	GRPC Caller
+	HTTP   Caller
+	GRPC   Caller
+	Broker Caller // amqp, nats, redis, kafka (message deliveries)
 }
 
 // NewSchemeCaller returns a caller for http, https, grpc and grpcs URLs.
 func NewSchemeCaller() *SchemeCaller {
-	return &SchemeCaller{HTTP: NewHTTPCaller(), GRPC: NewGRPCCaller()}
+	return &SchemeCaller{HTTP: NewHTTPCaller(), GRPC: NewGRPCCaller(), Broker: NewBrokerCaller()}
 }
 
 // Call implements Caller.
 func (s *SchemeCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c protocol.Call) (protocol.Outcome, string) {
 	if strings.HasPrefix(c.URL, "grpc://") || strings.HasPrefix(c.URL, "grpcs://") {
 		return s.GRPC.Call(ctx, gid, mode, c)
+	}
+	if s.Broker != nil && IsBrokerURL(c.URL) {
+		return s.Broker.Call(ctx, gid, mode, c)
 	}
 	return s.HTTP.Call(ctx, gid, mode, c)
 }

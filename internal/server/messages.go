@@ -8,28 +8,25 @@ import (
 	"connectrpc.com/connect"
 
 	v1 "github.com/concordtm/concord/gen/concord/v1"
+	"github.com/concordtm/concord/internal/broker"
 	"github.com/concordtm/concord/internal/coordinator"
 	"github.com/concordtm/concord/internal/protocol"
 )
 
-// checkDestination accepts what checkURL accepts, plus the broker URLs
-// destinationCheck knows.
+// checkDestination accepts what checkURL accepts, plus broker URLs
+// (amqp, nats, redis, kafka; see broker.ParseDestination).
 func checkDestination(what, raw string) error {
-	if destinationCheck != nil {
-		if ok, err := destinationCheck(raw); ok {
-			if err != nil {
-				return fmt.Errorf("%s URL: %v", what, err)
-			}
-			return nil
+	if coordinator.IsBrokerURL(raw) {
+		if _, err := broker.ParseDestination(raw); err != nil {
+			return fmt.Errorf("%s: %v", what, err)
 		}
+		return nil
 	}
-	return checkURL(what, raw)
+	if err := checkURL(what, raw); err != nil {
+		return fmt.Errorf("%w (or a broker: amqp://, nats://, redis://, kafka://)", err)
+	}
+	return nil
 }
-
-// destinationCheck, when set, validates the destination URLs that are not
-// http(s) or grpc(s): it reports whether it handles the URL's scheme, and
-// the problem with it if any.
-var destinationCheck func(raw string) (handled bool, err error)
 
 func (s *Service) checkMessage(gid string, dests []*v1.MessageDestination, payload string, o *v1.TransactionOptions, delayMs int64) error {
 	if err := checkID("gid", gid, false); err != nil {
