@@ -10,13 +10,14 @@ import (
 	p "github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/protocol/saga"
 	"github.com/concordtm/concord/internal/protocol/tcc"
+	"github.com/concordtm/concord/internal/protocol/threepc"
 	"github.com/concordtm/concord/internal/protocol/twopc"
 )
 
 // This file holds what the script, table, property and fuzz tests share:
 // the machines by mode and a stable text rendering of states and effects.
 
-var machines = []*p.Machine{saga.Machine, tcc.Machine, twopc.Machine}
+var machines = []*p.Machine{saga.Machine, tcc.Machine, twopc.Machine, threepc.Machine}
 
 func machineFor(m p.Mode) *p.Machine {
 	for _, mc := range machines {
@@ -33,7 +34,7 @@ func machineFor(m p.Mode) *p.Machine {
 var allStatuses = []p.Status{
 	p.StatusNew, p.StatusRunning, p.StatusConfirming, p.StatusCompensating,
 	p.StatusCancelling, p.StatusSucceeded, p.StatusAborted, p.StatusStuck,
-	p.StatusCommitting,
+	p.StatusCommitting, p.StatusPreCommitting,
 }
 
 // allKinds lists every event kind.
@@ -92,9 +93,13 @@ func fmtTxn(t p.Txn) string {
 	for _, b := range t.Branches {
 		bwd := string(b.BackwardOp)
 		if bwd == "" {
-			bwd = "phase2" // a 2pc branch before the decision
+			bwd = "phase2" // a 2pc or 3pc branch before the decision
 		}
-		fmt.Fprintf(&sb, "  %s: %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), bwd, fmtOp(b.Bwd))
+		if b.MidOp != "" {
+			fmt.Fprintf(&sb, "  %s: %s=%s %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), b.MidOp, fmtOp(b.Mid), bwd, fmtOp(b.Bwd))
+		} else {
+			fmt.Fprintf(&sb, "  %s: %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), bwd, fmtOp(b.Bwd))
+		}
 		if len(b.History) > 0 {
 			fmt.Fprintf(&sb, " history=%d", len(b.History))
 		}
