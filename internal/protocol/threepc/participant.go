@@ -63,7 +63,14 @@ func (pt Participant) Step(ev p.PEvent) (Participant, []p.Effect, error) {
 	case p.Timeout:
 		fx = n.timeout(e.Now)
 	case p.PeerQuery:
-		fx = []p.Effect{p.AnswerPeer{To: e.From, State: n.State}}
+		if n.State == p.PInit || n.State == p.PVoted {
+			// Not pre-committed: the asker will abort on this answer, so
+			// abort first; a later pre-commit is then refused instead of
+			// acknowledged, and the coordinator cannot commit.
+			n.decide(p.PAborted, "peers")
+			fx = append(fx, p.Persist{})
+		}
+		fx = append(fx, p.AnswerPeer{To: e.From, State: n.State})
 	case p.PeerAnswer:
 		fx = n.answer(e)
 	case p.Restart:
