@@ -5,6 +5,7 @@
 //	concord tx list|show|retry|abort operate on transactions
 //	concord demo                     the shop example, end to end
 //	concord bench [flags]            measure throughput and latency
+//	concord explore [flags]          model-check a commit protocol under faults
 package main
 
 import (
@@ -22,6 +23,7 @@ commands:
   tx       list, show, retry or abort transactions
   demo     run the shop example end to end on the embedded store
   bench    measure sagas/s and latency against a real coordinator
+  explore  model-check 2pc, 3pc, saga or tcc under crashes, partitions, lost messages
 `
 
 func main() {
@@ -44,6 +46,8 @@ func run(args []string) int {
 		err = cli.Demo(args[1:], env)
 	case "bench":
 		err = cli.Bench(args[1:], env)
+	case "explore":
+		err = cli.Explore(args[1:], env)
 	case "help", "-h", "--help":
 		fmt.Fprint(os.Stdout, usage)
 		return 0
