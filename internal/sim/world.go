@@ -436,7 +436,11 @@ func (w *World) check() {
 		for i := 1; i < len(w.Parts); i++ {
 			parts = append(parts, nodeName(i)+"="+string(w.pstate(i)))
 		}
-		w.Violation = fmt.Sprintf("agreement: participants %s, coordinator decided %q", strings.Join(parts, " "), w.CoordDecided)
+		dec := "nothing"
+		if w.CoordDecided != "" {
+			dec = string(w.CoordDecided)
+		}
+		w.Violation = fmt.Sprintf("agreement: participants %s, coordinator decided %s", strings.Join(parts, " "), dec)
 		return
 	}
 	if w.AnyCommit {
