@@ -6,6 +6,7 @@
 //	concord migrate -store URL       set up a shared store's schema
 //	concord demo                     the shop example, end to end
 //	concord bench [flags]            measure throughput and latency
+//	concord explore [flags]          model-check a commit protocol under faults
 package main
 
 import (
@@ -24,6 +25,7 @@ commands:
   migrate  create or upgrade the schema of a shared store (-store URL)
   demo     run the shop example end to end on the embedded store
   bench    measure sagas/s and latency against a real coordinator
+  explore  model-check 2pc, 3pc, saga or tcc under crashes, partitions, lost messages
 `
 
 func main() {
@@ -48,6 +50,8 @@ func run(args []string) int {
 		err = cli.Demo(args[1:], env)
 	case "bench":
 		err = cli.Bench(args[1:], env)
+	case "explore":
+		err = cli.Explore(args[1:], env)
 	case "help", "-h", "--help":
 		fmt.Fprint(os.Stdout, usage)
 		return 0

@@ -17,6 +17,13 @@ func StartBackward(t *Txn, i int, fx *Effects) {
 	start(t, b, &b.Bwd, b.BackwardOp, b.BackwardURL, fx)
 }
 
+// StartMid marks branch i's middle operation (the 3PC pre-commit) in flight
+// and emits the call, to the forward URL.
+func StartMid(t *Txn, i int, fx *Effects) {
+	b := &t.Branches[i]
+	start(t, b, &b.Mid, b.MidOp, b.ForwardURL, fx)
+}
+
 func start(t *Txn, b *Branch, op *OpState, name Op, url string, fx *Effects) {
 	op.Status = OpInflight
 	op.Attempts++
@@ -41,6 +48,11 @@ func ResultTarget(t *Txn, r Result) (b *Branch, op *OpState, stale bool, err err
 		op = &b.Fwd
 	case b.BackwardOp:
 		op = &b.Bwd
+	case b.MidOp:
+		if r.Op == "" {
+			return nil, nil, false, fmt.Errorf("%w: result without an operation", ErrInvalidEvent)
+		}
+		op = &b.Mid
 	default:
 		return nil, nil, false, fmt.Errorf("%w: branch %q has no operation %q", ErrInvalidEvent, r.Branch, r.Op)
 	}
@@ -85,7 +97,7 @@ func ApplyOutcome(t *Txn, b *Branch, op *OpState, r Result, rejectable bool) {
 func LoseInflight(t *Txn, now int64) bool {
 	lost := false
 	for i := range t.Branches {
-		for _, op := range []*OpState{&t.Branches[i].Fwd, &t.Branches[i].Bwd} {
+		for _, op := range t.Branches[i].ops() {
 			if op.Status == OpInflight {
 				op.Status = OpRetrying
 				op.NextAt = now
@@ -114,7 +126,7 @@ func ResetBudget(t *Txn, now int64, phase func(b *Branch) *OpState) {
 	t.TotalAttempts = 0
 	for i := range t.Branches {
 		b := &t.Branches[i]
-		b.Fwd.Tries, b.Bwd.Tries = 0, 0
+		b.Fwd.Tries, b.Mid.Tries, b.Bwd.Tries = 0, 0, 0
 		op := phase(b)
 		if op == nil {
 			continue
@@ -135,9 +147,12 @@ func DueRetries(t *Txn, now int64, fx *Effects, pick func(b *Branch) *OpState) b
 		if op == nil || op.Status != OpRetrying || op.NextAt > now {
 			continue
 		}
-		if op == &b.Fwd {
+		switch op {
+		case &b.Fwd:
 			StartForward(t, i, fx)
-		} else {
+		case &b.Mid:
+			StartMid(t, i, fx)
+		default:
 			StartBackward(t, i, fx)
 		}
 		started = true
@@ -153,7 +168,7 @@ func ArmNext(t *Txn, fx *Effects, withDeadline bool) {
 		at = t.Deadline
 	}
 	for i := range t.Branches {
-		for _, op := range []*OpState{&t.Branches[i].Fwd, &t.Branches[i].Bwd} {
+		for _, op := range t.Branches[i].ops() {
 			if op.Status == OpRetrying && (at == 0 || op.NextAt < at) {
 				at = op.NextAt
 			}
@@ -195,4 +210,13 @@ func RetryNow(t *Txn, now int64, fx *Effects, phase func(t *Txn) func(b *Branch)
 	pick := phase(t)
 	ResetBudget(t, now, pick)
 	DueRetries(t, now, fx, pick)
+}
+
+// ops lists the branch's operations: forward, the middle one when the mode
+// has it, backward.
+func (b *Branch) ops() []*OpState {
+	if b.MidOp == "" {
+		return []*OpState{&b.Fwd, &b.Bwd}
+	}
+	return []*OpState{&b.Fwd, &b.Mid, &b.Bwd}
 }

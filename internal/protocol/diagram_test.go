@@ -29,8 +29,9 @@ statuses in *To*. An event with no row is refused with an error wrapping
 ` + "`protocol.ErrInvalidTransition`" + `.
 
 Statuses: ` + "`running`" + ` (a saga runs its actions, a TCC is trying, a 2PC
-prepares and counts votes), ` + "`confirming`" + `, ` + "`compensating`" + `, ` + "`cancelling`" + `,
-` + "`committing`" + ` (a 2PC decided commit and sends it), the final ` + "`succeeded`" + ` and
+prepares and counts votes, a 3PC asks can-commit), ` + "`precommitting`" + ` (a 3PC
+sends pre-commit and counts acknowledgements), ` + "`confirming`" + `, ` + "`compensating`" + `, ` + "`cancelling`" + `,
+` + "`committing`" + ` (a 2PC or 3PC decided commit and sends it), the final ` + "`succeeded`" + ` and
 ` + "`aborted`" + `, and ` + "`stuck`" + ` (a phase kept failing past its retry budget; an
 operator retry resumes it). ` + "`[*]`" + ` is the start (before the first event)
 and the end.

@@ -18,11 +18,12 @@ func FuzzStep(f *testing.F) {
 	f.Add([]byte{1, 3, 1, 1, 1, 2, 2, 0, 4, 0, 0, 4, 0, 1, 5, 0, 6, 0})
 	f.Add([]byte{2, 3, 0, 0, 1, 0, 1, 1, 0, 2, 1, 4, 0, 7, 5, 0, 16, 1, 0, 32, 2, 6, 0, 0})
 	f.Add([]byte{2, 2, 0, 96, 1, 0, 1, 1, 0, 16, 1, 0, 17, 2, 4, 0, 200, 7, 0, 1, 5, 0, 1, 6, 0, 1})
+	f.Add([]byte{3, 2, 0, 0, 1, 0, 1, 1, 0, 16, 1, 0, 17, 1, 0, 32, 1, 0, 33, 7, 0, 1, 0, 48, 1, 0, 49, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 2 {
 			return
 		}
-		mode := []p.Mode{p.ModeSaga, p.ModeTCC, p.ModeTwoPC, p.ModeMsg}[data[0]%4]
+		mode := []p.Mode{p.ModeSaga, p.ModeTCC, p.ModeTwoPC, p.ModeThreePC, p.ModeMsg}[data[0]%5]
 		m := machineFor(mode)
 		n := int(data[1]%5) + 1
 		txn := p.Txn{GID: "fz", Mode: mode, Options: testOptions(), Concurrent: data[1]&0x80 != 0}
@@ -42,7 +43,7 @@ func FuzzStep(f *testing.F) {
 					b.After = []string{ids[i-1]}
 				}
 				txn.Branches = append(txn.Branches, b)
-			case p.ModeTwoPC, p.ModeMsg:
+			case p.ModeTwoPC, p.ModeThreePC, p.ModeMsg:
 				txn.Branches = append(txn.Branches, p.Branch{ID: id, ForwardURL: "u"})
 			}
 		}
@@ -52,10 +53,11 @@ func FuzzStep(f *testing.F) {
 		}
 		now := int64(1)
 		ops := map[p.Mode][]p.Op{
-			p.ModeSaga:  {p.OpAction, p.OpCompensate},
-			p.ModeTCC:   {p.OpConfirm, p.OpCancel},
-			p.ModeTwoPC: {p.OpPrepare, p.OpCommit, p.OpAbort},
-			p.ModeMsg:   {p.OpDeliver, p.OpCheck},
+			p.ModeSaga:    {p.OpAction, p.OpCompensate},
+			p.ModeTCC:     {p.OpConfirm, p.OpCancel},
+			p.ModeTwoPC:   {p.OpPrepare, p.OpCommit, p.OpAbort},
+			p.ModeThreePC: {p.OpCanCommit, p.OpPreCommit, p.OpDoCommit, p.OpAbort},
+			p.ModeMsg:     {p.OpDeliver, p.OpCheck},
 		}[mode]
 		for data = data[2:]; len(data) >= 3; data = data[3:] {
 			k, a, b := data[0], int(data[1]), int(data[2])
@@ -65,7 +67,7 @@ func FuzzStep(f *testing.F) {
 			switch k % 9 {
 			case 0:
 				outcomes := []p.Outcome{p.OutcomeSuccess, p.OutcomeRejected, p.OutcomeUnknown, "garbage"}
-				if mode == p.ModeTwoPC && b&0x40 != 0 {
+				if (mode == p.ModeTwoPC || mode == p.ModeThreePC) && b&0x40 != 0 {
 					outcomes[3] = p.OutcomeReadOnly
 				}
 				ev = p.Result{Now: now, Branch: id, Op: ops[(a>>4)%len(ops)], Attempt: b % 4, Outcome: outcomes[(a>>5)%4]}

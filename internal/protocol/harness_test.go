@@ -11,13 +11,14 @@ import (
 	"github.com/concordtm/concord/internal/protocol/msg"
 	"github.com/concordtm/concord/internal/protocol/saga"
 	"github.com/concordtm/concord/internal/protocol/tcc"
+	"github.com/concordtm/concord/internal/protocol/threepc"
 	"github.com/concordtm/concord/internal/protocol/twopc"
 )
 
 // This file holds what the script, table, property and fuzz tests share:
 // the machines by mode and a stable text rendering of states and effects.
 
-var machines = []*p.Machine{saga.Machine, tcc.Machine, twopc.Machine, msg.Machine}
+var machines = []*p.Machine{saga.Machine, tcc.Machine, twopc.Machine, threepc.Machine, msg.Machine}
 
 func machineFor(m p.Mode) *p.Machine {
 	for _, mc := range machines {
@@ -34,7 +35,7 @@ func machineFor(m p.Mode) *p.Machine {
 var allStatuses = []p.Status{
 	p.StatusNew, p.StatusRunning, p.StatusConfirming, p.StatusCompensating,
 	p.StatusCancelling, p.StatusSucceeded, p.StatusAborted, p.StatusStuck,
-	p.StatusCommitting, p.StatusPrepared, p.StatusDelivering,
+	p.StatusCommitting, p.StatusPreCommitting, p.StatusPrepared, p.StatusDelivering,
 }
 
 // allKinds lists every event kind.
@@ -93,9 +94,13 @@ func fmtTxn(t p.Txn) string {
 	for _, b := range t.Branches {
 		bwd := string(b.BackwardOp)
 		if bwd == "" {
-			bwd = "phase2" // a 2pc branch before the decision
+			bwd = "phase2" // a 2pc or 3pc branch before the decision
 		}
-		fmt.Fprintf(&sb, "  %s: %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), bwd, fmtOp(b.Bwd))
+		if b.MidOp != "" {
+			fmt.Fprintf(&sb, "  %s: %s=%s %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), b.MidOp, fmtOp(b.Mid), bwd, fmtOp(b.Bwd))
+		} else {
+			fmt.Fprintf(&sb, "  %s: %s=%s %s=%s", b.ID, b.ForwardOp, fmtOp(b.Fwd), bwd, fmtOp(b.Bwd))
+		}
 		if len(b.History) > 0 {
 			fmt.Fprintf(&sb, " history=%d", len(b.History))
 		}

@@ -14,7 +14,7 @@ import (
 	p "github.com/concordtm/concord/internal/protocol"
 )
 
-// A seeded random simulation: random sagas, TCCs and two-phase commits
+// A seeded random simulation: random sagas, TCCs, two- and three-phase commits
 // driven by a scheduler
 // that answers calls out of order with random outcomes, repeats answers,
 // fires timers, restarts the coordinator (losing calls in flight) and
@@ -54,7 +54,7 @@ func TestRandomRuns(t *testing.T) {
 		}
 	}
 	// Every ending must be reached for the test to mean something.
-	for _, k := range []string{"saga/succeeded", "saga/aborted", "tcc/succeeded", "tcc/aborted", "2pc/succeeded", "2pc/aborted"} {
+	for _, k := range []string{"saga/succeeded", "saga/aborted", "tcc/succeeded", "tcc/aborted", "2pc/succeeded", "2pc/aborted", "3pc/succeeded", "3pc/aborted"} {
 		if finals[k] == 0 {
 			t.Errorf("no run ended %s (endings: %v)", k, finals)
 		}
@@ -95,6 +95,8 @@ type sim struct {
 	// not stale ones), and whether the commit decision was persisted.
 	votedYes, votedReadOnly, votedNo map[string]bool
 	commitDurable                    bool
+	// 3PC: pre-commits acknowledged (answers the machine took).
+	preAcked map[string]bool
 
 	// Messages: whether the producer's local transaction committed (the
 	// truth the check-back reports), and whether the producer says so
@@ -112,6 +114,7 @@ func newSim(seed uint64) *sim {
 		rng: rng, now: int64(time.Millisecond),
 		calls: map[string]map[p.Op]int{}, firstComp: map[string]int{}, bwdDone: map[string]int{}, deps: map[string][]string{},
 		votedYes: map[string]bool{}, votedReadOnly: map[string]bool{}, votedNo: map[string]bool{},
+		preAcked: map[string]bool{},
 	}
 	o := p.Options{
 		BranchTimeout:    int64(time.Second),
@@ -125,7 +128,17 @@ func newSim(seed uint64) *sim {
 	}
 	n := 1 + rng.IntN(5)
 	gid := "g" + strconv.FormatUint(seed, 10)
-	if seed%7 == 5 && seed%3 != 0 {
+	if seed%6 == 1 {
+		// Every sixth seed is a 3PC.
+		s.m = machineFor(p.ModeThreePC)
+		txn := p.Txn{GID: gid, Mode: p.ModeThreePC, Options: o}
+		for i := range n {
+			id := "b" + strconv.Itoa(i)
+			txn.Branches = append(txn.Branches, p.Branch{ID: id, ForwardURL: "u/" + id, Payload: []byte{byte(i)}})
+		}
+		s.log = append(s.log, fmt.Sprintf("3pc %s branches=%d options=%+v", gid, n, o))
+		s.pendingSubmit = &p.Submit{Now: s.now, Txn: txn}
+	} else if seed%7 == 5 && seed%3 != 0 {
 		s.m = machineFor(p.ModeMsg)
 		txn := p.Txn{GID: gid, Mode: p.ModeMsg, Options: o}
 		prepared := rng.IntN(10) < 7
@@ -252,7 +265,7 @@ func (s *sim) next() (p.Event, error) {
 		return p.Retry{Now: s.now}, nil
 	case !s.calm && r < 5 && s.txn.Status == p.StatusRunning && s.m.Mode == p.ModeSaga:
 		return p.Abort{Now: s.now, Reason: "random"}, nil
-	case !s.calm && r < 5 && s.m.Mode == p.ModeTwoPC:
+	case !s.calm && r < 5 && (s.m.Mode == p.ModeTwoPC || s.m.Mode == p.ModeThreePC):
 		// Allowed while voting, refused once commit is decided.
 		return p.Abort{Now: s.now, Reason: "random"}, nil
 	case !s.calm && r < 7 && len(s.delivered) > 0:
@@ -327,7 +340,7 @@ func (s *sim) answer() p.Event {
 			out = p.OutcomeUnknown
 		}
 	}
-	if c.call.Op == p.OpPrepare && out == p.OutcomeSuccess && s.rng.IntN(4) == 0 {
+	if (c.call.Op == p.OpPrepare || c.call.Op == p.OpCanCommit && s.rng.IntN(10) == 0) && out == p.OutcomeSuccess && s.rng.IntN(4) == 0 {
 		out = p.OutcomeReadOnly
 	}
 	if c.call.Op == p.OpCheck && out != p.OutcomeUnknown {
@@ -353,6 +366,8 @@ func (s *sim) deliver(ev p.Event) error {
 			op := b.Bwd
 			if r.Op == b.ForwardOp {
 				op = b.Fwd
+			} else if r.Op == b.MidOp && b.MidOp != "" {
+				op = b.Mid
 			}
 			stale = op.Status != p.OpInflight || op.Attempts != r.Attempt
 		}
@@ -375,7 +390,10 @@ func (s *sim) deliver(ev p.Event) error {
 	if tr == nil {
 		return fmt.Errorf("%s in %q accepted but the table has no row", ev.Kind(), s.txn.Status)
 	}
-	if r, ok := ev.(p.Result); ok && !stale && r.Op == p.OpPrepare {
+	if r, ok := ev.(p.Result); ok && !stale && r.Op == p.OpPreCommit && r.Outcome == p.OutcomeSuccess {
+		s.preAcked[r.Branch] = true
+	}
+	if r, ok := ev.(p.Result); ok && !stale && (r.Op == p.OpPrepare || r.Op == p.OpCanCommit) {
 		switch r.Outcome {
 		case p.OutcomeSuccess:
 			s.votedYes[r.Branch] = true
@@ -435,7 +453,7 @@ func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
 			if i != 0 {
 				return fmt.Errorf("Persist at position %d", i)
 			}
-			if nt.Mode == p.ModeTwoPC && (nt.Status == p.StatusCommitting || nt.Status == p.StatusSucceeded ||
+			if (nt.Mode == p.ModeTwoPC || nt.Mode == p.ModeThreePC) && (nt.Status == p.StatusCommitting || nt.Status == p.StatusSucceeded ||
 				nt.Status == p.StatusStuck && nt.StuckPhase == p.StatusCommitting) {
 				s.commitDurable = true
 			}
@@ -470,6 +488,8 @@ func (s *sim) checkCall(nt p.Txn, c p.Call) error {
 	op := b.Bwd
 	if c.Op == b.ForwardOp {
 		op = b.Fwd
+	} else if c.Op == b.MidOp && b.MidOp != "" {
+		op = b.Mid
 	}
 	if op.Status != p.OpInflight || op.Attempts != c.Attempt {
 		return fmt.Errorf("call does not match its operation %s", fmtOp(op))
@@ -540,7 +560,41 @@ func (s *sim) checkCall(nt p.Txn, c p.Call) error {
 		if s.sentAny(p.OpAbort) {
 			return fmt.Errorf("commit after an abort was sent")
 		}
+	case p.OpCanCommit:
+		if nt.Status != p.StatusRunning {
+			return fmt.Errorf("can-commit in status %q", nt.Status)
+		}
+	case p.OpPreCommit:
+		if nt.Status != p.StatusPreCommitting {
+			return fmt.Errorf("pre-commit in status %q", nt.Status)
+		}
+		for _, o := range nt.Branches {
+			if !s.votedYes[o.ID] {
+				return fmt.Errorf("pre-commit although branch %s has not said it can commit", o.ID)
+			}
+		}
+		if s.sentAny(p.OpAbort) {
+			return fmt.Errorf("pre-commit after an abort was sent")
+		}
+	case p.OpDoCommit:
+		if nt.Status != p.StatusCommitting || !s.commitDurable {
+			return fmt.Errorf("do-commit in status %q, decision persisted: %v", nt.Status, s.commitDurable)
+		}
+		for _, o := range nt.Branches {
+			if !s.preAcked[o.ID] {
+				return fmt.Errorf("do-commit although branch %s has not acknowledged its pre-commit", o.ID)
+			}
+		}
+		if s.sentAny(p.OpAbort) {
+			return fmt.Errorf("do-commit after an abort was sent")
+		}
 	case p.OpAbort:
+		if nt.Mode == p.ModeThreePC {
+			if nt.Status != p.StatusAborted || s.sentAny(p.OpDoCommit) || s.votedNo[c.Branch] || s.calls[c.Branch][p.OpCanCommit] == 0 {
+				return fmt.Errorf("3pc abort in status %q to branch %s (no=%v), do-commit sent: %v", nt.Status, c.Branch, s.votedNo[c.Branch], s.sentAny(p.OpDoCommit))
+			}
+			break
+		}
 		if nt.Status != p.StatusAborted {
 			return fmt.Errorf("abort in status %q", nt.Status)
 		}
@@ -578,7 +632,14 @@ func (s *sim) checkState(nt p.Txn) error {
 			if b.Bwd.Status != p.OpIdle && !readOnly {
 				return fmt.Errorf("branch %s: backward op %s while running", b.ID, fmtOp(b.Bwd))
 			}
+		case p.StatusPreCommitting:
+			if b.Fwd.Status != p.OpDone || b.Bwd.Status != p.OpIdle {
+				return fmt.Errorf("precommitting but branch %s can-commit is %s, last op %s", b.ID, fmtOp(b.Fwd), fmtOp(b.Bwd))
+			}
 		case p.StatusCommitting:
+			if nt.Mode == p.ModeThreePC && b.Mid.Status != p.OpDone {
+				return fmt.Errorf("committing but branch %s pre-commit is %s", b.ID, fmtOp(b.Mid))
+			}
 			if b.Fwd.Status != p.OpDone {
 				return fmt.Errorf("committing but branch %s prepare is %s", b.ID, fmtOp(b.Fwd))
 			}
@@ -654,6 +715,19 @@ func (s *sim) checkEnd() error {
 		case t.Mode == p.ModeMsg:
 			if c[p.OpDeliver] > 0 || s.msgCommitted {
 				return fmt.Errorf("dropped message: destination %s got %d deliveries, committed=%v", b.ID, c[p.OpDeliver], s.msgCommitted)
+			}
+		case t.Mode == p.ModeThreePC && t.Status == p.StatusSucceeded:
+			if c[p.OpAbort] > 0 || !s.votedYes[b.ID] || !s.preAcked[b.ID] || b.Bwd.Status != p.OpDone || c[p.OpDoCommit] == 0 {
+				return fmt.Errorf("succeeded 3pc: branch %s yes=%v pre-acked=%v do-commit %s (%d calls), %d aborts",
+					b.ID, s.votedYes[b.ID], s.preAcked[b.ID], fmtOp(b.Bwd), c[p.OpDoCommit], c[p.OpAbort])
+			}
+		case t.Mode == p.ModeThreePC:
+			// One abort, unacknowledged, to every branch that may be
+			// waiting; none to the others; never a do-commit.
+			mayWait := c[p.OpCanCommit] > 0 && !s.votedNo[b.ID]
+			if c[p.OpDoCommit] > 0 || (mayWait && c[p.OpAbort] != 1) || (!mayWait && c[p.OpAbort] != 0) {
+				return fmt.Errorf("aborted 3pc: branch %s can-commit %s (%d calls, yes=%v no=%v), %d do-commits, %d aborts",
+					b.ID, fmtOp(b.Fwd), c[p.OpCanCommit], s.votedYes[b.ID], s.votedNo[b.ID], c[p.OpDoCommit], c[p.OpAbort])
 			}
 		case t.Status == p.StatusSucceeded:
 			if b.Fwd.Status != p.OpDone || c[p.OpCancel] > 0 {

@@ -27,7 +27,7 @@ import (
 // Commands (times are durations since the script's epoch; at= moves the
 // virtual clock, which never goes back):
 //
-//	submit saga|tcc|2pc gid=G branches=N|a,b,c [concurrent] [after=b:a;d:b+c]
+//	submit saga|tcc|2pc|3pc gid=G branches=N|a,b,c [concurrent] [after=b:a;d:b+c]
 //	       [timeout=D] [max_attempts=N] [max_total=N] [retry_initial=D]
 //	       [retry_max=D] [branch_timeout=D] [at=D]
 //	register id=ID [url=U] [payload=P] [at=D]
@@ -289,8 +289,8 @@ func (s *scriptRun) submit(mode p.Mode, flags []string, get func(k, def string) 
 			ID: id, ForwardURL: "http://svc/" + id + "/action", BackwardURL: "http://svc/" + id + "/compensate",
 			Payload: []byte(id),
 		}
-		if mode == p.ModeTwoPC {
-			// One URL for prepare, commit and abort.
+		if mode == p.ModeTwoPC || mode == p.ModeThreePC {
+			// One URL for every message.
 			b.ForwardURL, b.BackwardURL = "http://svc/"+id, "http://svc/"+id
 		}
 		if mode == p.ModeMsg {
@@ -322,6 +322,8 @@ func (s *scriptRun) result(get func(k, def string) string) (p.Event, error) {
 		b := s.txn.Branches[i]
 		if op == b.ForwardOp {
 			r.Attempt = b.Fwd.Attempts
+		} else if op == b.MidOp {
+			r.Attempt = b.Mid.Attempts
 		} else {
 			r.Attempt = b.Bwd.Attempts
 		}

@@ -7,10 +7,11 @@ type Mode string
 
 // Modes.
 const (
-	ModeSaga  Mode = "saga"
-	ModeTCC   Mode = "tcc"
-	ModeTwoPC Mode = "2pc"
-	ModeMsg   Mode = "msg"
+	ModeSaga    Mode = "saga"
+	ModeTCC     Mode = "tcc"
+	ModeTwoPC   Mode = "2pc"
+	ModeThreePC Mode = "3pc"
+	ModeMsg     Mode = "msg"
 )
 
 // Status is a transaction's place in its life cycle.
@@ -20,20 +21,25 @@ type Status string
 // succeeded or running → compensating → aborted; a TCC goes running (trying)
 // → confirming → succeeded or running → cancelling → aborted; a two-phase
 // commit goes running (preparing) → committing → succeeded or running →
-// aborted. A phase whose calls keep failing turns stuck until an operator
-// retries it.
+// aborted; a three-phase commit goes running (can-commit) → precommitting →
+// committing → succeeded, or running or precommitting → aborted; a
+// message goes prepared → delivering → succeeded, or prepared → aborted. A phase
+// whose calls keep failing turns stuck until an operator retries it.
 const (
 	StatusNew          Status = "" // before the first event
 	StatusRunning      Status = "running"
 	StatusConfirming   Status = "confirming"
 	StatusCompensating Status = "compensating"
 	StatusCancelling   Status = "cancelling"
-	StatusCommitting   Status = "committing" // 2pc: decided commit, phase 2 under way
+	StatusCommitting   Status = "committing" // 2pc, 3pc: decided commit, phase 2 under way
 	StatusPrepared     Status = "prepared"   // msg: a half message, waiting for the producer's local transaction
 	StatusDelivering   Status = "delivering" // msg: the producer committed; deliveries under way
 	StatusSucceeded    Status = "succeeded"
 	StatusAborted      Status = "aborted"
 	StatusStuck        Status = "stuck"
+	// 3pc: every branch said it can commit; pre-commit (the work) is under
+	// way. Undecided, but committable: a restart resumes it.
+	StatusPreCommitting Status = "precommitting"
 )
 
 // Final reports whether no further work will happen.
@@ -49,11 +55,14 @@ const (
 	OpCompensate Op = "compensate"
 	OpConfirm    Op = "confirm"
 	OpCancel     Op = "cancel"
-	OpPrepare    Op = "prepare" // 2pc phase 1: vote
-	OpCommit     Op = "commit"  // 2pc phase 2 after a commit decision
-	OpAbort      Op = "abort"   // 2pc phase 2 after an abort decision
-	OpDeliver    Op = "deliver" // msg: hand the message to one destination
-	OpCheck      Op = "check"   // msg: ask the producer whether its local transaction committed
+	OpPrepare    Op = "prepare"    // 2pc phase 1: vote
+	OpCommit     Op = "commit"     // 2pc phase 2 after a commit decision
+	OpAbort      Op = "abort"      // 2pc phase 2 after an abort decision; 3pc abort
+	OpCanCommit  Op = "can-commit" // 3pc phase 1: can you commit? (no work done)
+	OpPreCommit  Op = "pre-commit" // 3pc phase 2: do the work, log undo/redo, ack
+	OpDoCommit   Op = "do-commit"  // 3pc phase 3 after the commit decision
+	OpDeliver    Op = "deliver"    // msg: hand the message to one destination
+	OpCheck      Op = "check"      // msg: ask the producer whether its local transaction committed
 )
 
 // OpStatus is the state of one operation (forward or backward) of a branch.
@@ -104,8 +113,11 @@ type Attempt struct {
 const MaxHistory = 64
 
 // Branch is one participant's part of a transaction. Forward is the saga
-// action, the TCC confirm or the 2PC prepare; Backward is the compensation,
-// the cancel or the 2PC phase 2 (commit or abort, set at the decision).
+// action, the TCC confirm, the 2PC prepare or the 3PC can-commit; Backward
+// is the compensation, the cancel, the 2PC phase 2 (commit or abort, set at
+// the decision) or the 3PC do-commit or abort. Mid is an operation between
+// the two that only 3PC uses (the pre-commit); it goes to ForwardURL and is
+// absent from the JSON of every other mode.
 type Branch struct {
 	ID          string    `json:"id"`
 	ForwardOp   Op        `json:"fwd_op"`
@@ -114,7 +126,9 @@ type Branch struct {
 	BackwardURL string    `json:"bwd_url"`
 	Payload     []byte    `json:"payload,omitempty"`
 	After       []string  `json:"after,omitempty"`
+	MidOp       Op        `json:"mid_op,omitempty"`
 	Fwd         OpState   `json:"fwd"`
+	Mid         OpState   `json:"mid,omitzero"`
 	Bwd         OpState   `json:"bwd"`
 	History     []Attempt `json:"history,omitempty"`
 }
