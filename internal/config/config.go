@@ -24,17 +24,18 @@ import (
 // is its flag (-name), its environment variable (CONCORD_NAME, dashes as
 // underscores) and its key in the JSON config file.
 type Config struct {
-	Addr      string        `name:"addr" help:"listen address; loopback by default"`
-	DataDir   string        `name:"data-dir" help:"directory of the embedded store"`
-	Engine    string        `name:"engine" help:"embedded store engine: pebble (default) or bbolt; a data dir keeps the engine it was created with"`
-	Store     string        `name:"store" help:"shared store URL (postgres://, mysql://, redis://); empty: the embedded store in data-dir"`
-	Shared    string        `name:"shared" help:"run as one of several coordinators on the store: auto (yes for postgres/mysql/redis), true or false"`
-	Instance  string        `name:"instance" help:"this coordinator's name in a shared store; empty: random per start"`
-	LeaseTTL  time.Duration `name:"lease-ttl" help:"shared store: how long a silent instance keeps its transactions before others take them over"`
-	Migrate   bool          `name:"migrate" help:"create or upgrade the store's schema on start"`
-	Retention time.Duration `name:"retention" help:"delete finished transactions this long after they finished; 0 keeps them"`
-	LogLevel  string        `name:"log-level" help:"debug, info, warn or error"`
-	LogFormat string        `name:"log-format" help:"text or json"`
+	Addr              string        `name:"addr" help:"listen address; loopback by default"`
+	DataDir           string        `name:"data-dir" help:"directory of the embedded store"`
+	Engine            string        `name:"engine" help:"embedded store engine: pebble (default) or bbolt; a data dir keeps the engine it was created with"`
+	Store             string        `name:"store" help:"shared store URL (postgres://, mysql://, redis://); empty: the embedded store in data-dir"`
+	Shared            string        `name:"shared" help:"run as one of several coordinators on the store: auto (yes for postgres/mysql/redis), true or false"`
+	Instance          string        `name:"instance" help:"this coordinator's name in a shared store; empty: random per start"`
+	LeaseTTL          time.Duration `name:"lease-ttl" help:"shared store: how long a silent instance keeps its transactions before others take them over"`
+	Migrate           bool          `name:"migrate" help:"create or upgrade the store's schema on start"`
+	Retention         time.Duration `name:"retention" help:"delete finished transactions this long after they finished; 0 keeps them"`
+	RetentionInterval time.Duration `name:"retention-interval" help:"how often the retention sweep runs"`
+	LogLevel          string        `name:"log-level" help:"debug, info, warn or error"`
+	LogFormat         string        `name:"log-format" help:"text or json"`
 
 	Token   string `name:"token" help:"if set, API calls need 'Authorization: Bearer <token>'"`
 	TLSCert string `name:"tls-cert" help:"PEM certificate file; with tls-key, serve HTTPS"`
@@ -59,7 +60,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Addr: "127.0.0.1:7070", DataDir: "concord-data", Engine: "pebble", LogLevel: "info", LogFormat: "text",
-		Shared: "auto", LeaseTTL: 10 * time.Second, Migrate: true,
+		Shared: "auto", LeaseTTL: 10 * time.Second, Migrate: true, RetentionInterval: time.Minute,
 		MaxBranches: 100, MaxPayloadBytes: 64 << 10, MaxRequestBytes: 4 << 20, MaxWait: 60 * time.Second,
 		Timeout: 60 * time.Second, BranchTimeout: 10 * time.Second, MaxAttempts: 8, MaxTotalAttempts: 64,
 		RetryInitial: 200 * time.Millisecond, RetryMax: 30 * time.Second,
@@ -94,6 +95,9 @@ func (c Config) Validate() error {
 	}
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("retention must not be negative"))
+	}
+	if c.RetentionInterval <= 0 {
+		errs = append(errs, errors.New("retention-interval must be positive"))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

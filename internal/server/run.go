@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	coord := coordinator.New(coordinator.Config{
 		Shared:    shared,
-		Retention: cfg.Retention,
+		Retention: cfg.Retention, RetentionInterval: cfg.RetentionInterval,
 		Defaults: protocol.Options{
 			Timeout: int64(cfg.Timeout), BranchTimeout: int64(cfg.BranchTimeout),
 			MaxAttempts: cfg.MaxAttempts, MaxTotalAttempts: cfg.MaxTotalAttempts,
