@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/store"
@@ -371,6 +372,15 @@ func (c *Coordinator) Wait(ctx context.Context, gid string) (protocol.Txn, error
 }
 
 func (c *Coordinator) waitEntry(ctx context.Context, gid string, e *entry) (protocol.Txn, error) {
+	// On a shared store another instance may have taken the transaction
+	// over without this one knowing yet (it finds out at its next write):
+	// now and then, look at the store.
+	var recheck <-chan time.Time
+	if c.shared != nil {
+		tk := time.NewTicker(staleCheck)
+		defer tk.Stop()
+		recheck = tk.C
+	}
 	for {
 		e.mu.Lock()
 		t, ch, broken := e.durable, e.changed, e.broken
@@ -386,6 +396,15 @@ func (c *Coordinator) waitEntry(ctx context.Context, gid string, e *entry) (prot
 		}
 		select {
 		case <-ch:
+		case <-recheck:
+			if rec, err := c.store.Get(ctx, gid); err == nil {
+				e.mu.Lock()
+				stale := rec.Owner != c.shared.Instance || rec.Version > e.ver
+				e.mu.Unlock()
+				if stale {
+					c.disown(e)
+				}
+			}
 		case <-ctx.Done():
 			return t, ctx.Err()
 		case <-c.ctx.Done():
@@ -393,6 +412,10 @@ func (c *Coordinator) waitEntry(ctx context.Context, gid string, e *entry) (prot
 		}
 	}
 }
+
+// staleCheck is how often a waiter on a shared store checks that this
+// instance still owns the transaction it waits for.
+const staleCheck = 500 * time.Millisecond
 
 // List returns stored transactions, newest first.
 func (c *Coordinator) List(ctx context.Context, opts store.ListOptions) ([]protocol.Txn, error) {

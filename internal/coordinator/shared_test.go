@@ -1,0 +1,139 @@
+package coordinator
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/store/memstore"
+)
+
+func sharedPair(t *testing.T, ttl time.Duration) (*memstore.Store, *Coordinator, *Coordinator, *scriptedCaller) {
+	st := memstore.New()
+	caller := &scriptedCaller{store: st}
+	mk := func(name string) *Coordinator {
+		c := New(Config{Caller: caller, Shared: &SharedConfig{Instance: name, LeaseTTL: ttl, ClaimInterval: ttl / 4}}, st)
+		if err := c.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	return st, mk("a"), mk("b"), caller
+}
+
+// A request for a transaction another instance drives takes it over with a
+// fenced write; the old owner's next write conflicts and it lets go.
+func TestSharedAdoptFencesTheOldOwner(t *testing.T) {
+	st, a, b, _ := sharedPair(t, 10*time.Second)
+	ctx := t.Context()
+	if _, err := a.BeginTCC(ctx, "g1", protocol.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	br := protocol.Branch{ID: "1", ForwardURL: "http://p/confirm", BackwardURL: "http://p/cancel"}
+	if _, err := b.RegisterBranch(ctx, "g1", br, nil, 10); err != nil {
+		t.Fatalf("register through b: %v", err)
+	}
+	rec, err := st.Get(ctx, "g1")
+	if err != nil || rec.Owner != "b" {
+		t.Fatalf("after b's register the owner is %q (%v), want b", rec.Owner, err)
+	}
+	// a still holds its stale copy; its write must not land.
+	_, err = a.RegisterBranch(ctx, "g1", protocol.Branch{ID: "2", ForwardURL: "http://p/c2", BackwardURL: "http://p/x2"}, nil, 10)
+	if !errors.Is(err, ErrMoved) {
+		t.Fatalf("a's write after the takeover: %v, want ErrMoved", err)
+	}
+	if a.lookup("g1") != nil {
+		t.Fatal("a still drives g1 after losing it")
+	}
+	// A retry (as a client would, through any instance) goes through.
+	if _, err := a.RegisterBranch(ctx, "g1", protocol.Branch{ID: "2", ForwardURL: "http://p/c2", BackwardURL: "http://p/x2"}, nil, 10); err != nil {
+		t.Fatalf("retried register: %v", err)
+	}
+	// b's copy is stale now in turn: its first try is refused, the retry
+	// takes the transaction over again and commits.
+	if _, err := b.CommitTCC(ctx, "g1"); !errors.Is(err, ErrMoved) {
+		t.Fatalf("commit through b with a stale copy: %v, want ErrMoved", err)
+	}
+	if _, err := b.CommitTCC(ctx, "g1"); err != nil {
+		t.Fatalf("retried commit through b: %v", err)
+	}
+	tx, err := a.Wait(ctx, "g1")
+	if err != nil || tx.Status != protocol.StatusSucceeded || len(tx.Branches) != 2 {
+		t.Fatalf("final: %s with %d branches (%v)", tx.Status, len(tx.Branches), err)
+	}
+}
+
+// Two instances creating the same gid at once: one creates it, the other
+// returns it (same content) or refuses it (different content).
+func TestSharedCreateRace(t *testing.T) {
+	_, a, b, _ := sharedPair(t, 10*time.Second)
+	ctx := t.Context()
+	spec := SagaSpec{GID: "race", Branches: []protocol.Branch{{ID: "1", ForwardURL: "http://p/a", BackwardURL: "http://p/c"}}}
+	errs := make(chan error, 2)
+	for _, c := range []*Coordinator{a, b} {
+		go func() {
+			_, err := c.SubmitSaga(ctx, spec)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("submit of the same saga on two instances: %v", err)
+		}
+	}
+	other := spec
+	other.Branches = []protocol.Branch{{ID: "1", ForwardURL: "http://p/other", BackwardURL: "http://p/c"}}
+	if _, err := b.SubmitSaga(ctx, other); !errors.Is(err, ErrGIDConflict) {
+		t.Fatalf("different saga under the same gid: %v, want ErrGIDConflict", err)
+	}
+	tx, err := b.Wait(ctx, "race")
+	if err != nil || tx.Status != protocol.StatusSucceeded {
+		t.Fatalf("final %s (%v)", tx.Status, err)
+	}
+}
+
+// When an instance stops heartbeating, another claims its unfinished
+// transactions after the lease and finishes them.
+func TestSharedClaimAfterLease(t *testing.T) {
+	st, a, b, caller := sharedPair(t, 400*time.Millisecond)
+	ctx := t.Context()
+	hold := make(chan struct{})
+	caller.answer = func(gid string, c protocol.Call) protocol.Outcome {
+		if c.Op == protocol.OpAction && c.Branch == "1" {
+			select {
+			case <-hold:
+			case <-time.After(200 * time.Millisecond):
+				return protocol.OutcomeUnknown // a's calls hang until it is gone
+			}
+		}
+		return protocol.OutcomeSuccess
+	}
+	if _, err := a.SubmitSaga(ctx, SagaSpec{GID: "orphan", Branches: []protocol.Branch{
+		{ID: "1", ForwardURL: "http://p/a", BackwardURL: "http://p/c"}}, Options: protocol.Options{RetryInitial: int64(time.Hour), RetryMax: int64(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	// a dies without a word: its loops stop, its lease runs out.
+	a.cancel()
+	close(hold)
+	start := time.Now()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec, err := st.Get(ctx, "orphan")
+		if err == nil && rec.Finished {
+			if rec.Owner != "b" {
+				t.Fatalf("finished by %q, want b", rec.Owner)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not taken over within 10s: owner %q finished %v (%v)", rec.Owner, rec.Finished, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("taken over after %v, before a's lease could have run out", took)
+	}
+	_ = b
+}
