@@ -603,7 +603,7 @@ func (m *msgShop) purchase(ctx context.Context, pr *Purchase, p purchase) error 
 		out.printf("  by the coordinator, which delivers it until every consumer has it.\n")
 		out.printf("\n  Step 3: the compensating message %q reaches order and inventory, which undo their part.\n", event)
 	} else {
-		out.printf("  B is charged and 2 × %s are reserved; the order still says created until %q\n", p.SKU, event)
+		out.printf("  %s is charged and %d × %s are reserved; the order still says created until %q\n", p.User, p.Qty, p.SKU, event)
 		out.printf("  arrives: eventual consistency.\n")
 		out.printf("\n  Step 3: %q reaches order and inventory.\n", event)
 	}
