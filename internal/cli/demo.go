@@ -13,7 +13,7 @@ import (
 // the embedded store.
 func Demo(args []string, env Env) error {
 	fs := newFlags("demo", env)
-	mode := fs.String("mode", demo.ModeAll, "protocol to show: saga, tcc, 2pc or all (\"both\" is an old name of all)")
+	mode := fs.String("mode", demo.ModeAll, "protocol to show: saga, tcc, 2pc, msg (reliable messages) or all (\"both\" is an old name of all)")
 	dataDir := fs.String("data-dir", "", "keep the coordinator's store and the shop's databases here (default: a temporary directory, removed afterwards)")
 	verbose := fs.Bool("v", false, "print the coordinator's log on stderr")
 	pgDSN := fs.String("postgres-dsn", "", "with -mysql-dsn and -mode 2pc or all: run the 2PC order service on this PostgreSQL database (pgx DSN), through participant/xa")
@@ -25,9 +25,9 @@ func Demo(args []string, env Env) error {
 		return usageError("demo: unexpected argument %q", fs.Arg(0))
 	}
 	switch *mode {
-	case demo.ModeSaga, demo.ModeTCC, demo.ModeTwoPC, demo.ModeAll, demo.ModeBoth:
+	case demo.ModeSaga, demo.ModeTCC, demo.ModeTwoPC, demo.ModeMsg, demo.ModeAll, demo.ModeBoth:
 	default:
-		return usageError("demo: -mode %q: want saga, tcc, 2pc or all", *mode)
+		return usageError("demo: -mode %q: want saga, tcc, 2pc, msg or all", *mode)
 	}
 	if *pgDSN != "" || *myDSN != "" {
 		if *pgDSN == "" || *myDSN == "" {

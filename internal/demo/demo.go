@@ -15,6 +15,10 @@
 //     (votes) no, the transaction aborts, and whatever the order service
 //     had already done or reserved is undone, so nothing changes anywhere.
 //
+// The msg mode plays the lecture's third method, reliable messages, with a
+// failed payment instead: the services tell each other with messages, and
+// the failure is rolled back by a compensating message (see msgdemo.go).
+//
 // It prints every call a service handles, the coordinator's outcome and the
 // rows of every database, and checks the outcome against snapshots of the
 // tables taken before and after each purchase. Run returns those snapshots
@@ -50,15 +54,16 @@ const (
 	ModeSaga  = "saga"
 	ModeTCC   = "tcc"
 	ModeTwoPC = "2pc"
-	ModeAll   = "all" // every protocol in turn: saga, tcc, 2pc
+	ModeMsg   = "msg" // reliable messages: eventual consistency (msgdemo.go)
+	ModeAll   = "all" // every mode in turn: saga, tcc, 2pc, msg
 	// ModeBoth is the old name of ModeAll, from when there were two.
 	ModeBoth = "both"
 )
 
 // Errors Run returns, tested with errors.Is.
 var (
-	// ErrInvalidMode reports an Options.Mode other than saga, tcc, 2pc or
-	// all.
+	// ErrInvalidMode reports an Options.Mode other than saga, tcc, 2pc,
+	// msg or all.
 	ErrInvalidMode = errors.New("demo: invalid mode")
 	// ErrCheck reports that a purchase did not end as it should: a wrong
 	// status, or a failed purchase that left a change behind.
@@ -67,7 +72,7 @@ var (
 
 // Options configure Run.
 type Options struct {
-	Mode    string       // saga, tcc, 2pc or all (the default; "both" is an alias)
+	Mode    string       // saga, tcc, 2pc, msg or all (the default; "both" is an alias)
 	DataDir string       // kept if set; otherwise a temporary directory, removed afterwards
 	Out     io.Writer    // the narration; nil discards it
 	Log     *slog.Logger // the coordinator's log; nil discards it
@@ -103,6 +108,14 @@ type Purchase struct {
 	GID            string
 	Status, Reason string   // the coordinator's final word
 	Before, After  Snapshot // business tables just before and after
+
+	// The msg mode: every message of the purchase in order, the tables
+	// after the first message was delivered and before the payment's
+	// was, and the order's final status. Status is then the last
+	// message's; Reason the payment service's.
+	Messages    []MessageReport
+	Between     Snapshot
+	OrderStatus string
 }
 
 // Unchanged reports whether the purchase left every business table as it
@@ -177,7 +190,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	out.printf("  coordinator   %s, on the embedded store in coordinator/\n", coordURL)
 	out.printf("  services      order, inventory and payment, each an HTTP server with its own\n")
 	out.printf("                SQLite database, a barrier table that makes every saga and TCC call\n")
-	out.printf("                idempotent, and a 2PC table that keeps prepared branches (twophase)\n")
+	out.printf("                and every message delivery idempotent, and a 2PC table that keeps\n")
+	out.printf("                prepared branches (twophase)\n")
 	if xdb != nil {
 		out.printf("  2PC on real   order on %s %s, inventory on %s %s\n", xdb.pgLabel, xdb.pgWhere, xdb.myLabel, xdb.myWhere)
 		out.printf("  databases     (participant/xa: a yes vote is a real prepared transaction there)\n")
@@ -199,11 +213,11 @@ func Run(ctx context.Context, o Options) (Report, error) {
 func parseMode(m string) ([]string, error) {
 	switch m {
 	case "", ModeAll, ModeBoth:
-		return []string{ModeSaga, ModeTCC, ModeTwoPC}, nil
-	case ModeSaga, ModeTCC, ModeTwoPC:
+		return []string{ModeSaga, ModeTCC, ModeTwoPC, ModeMsg}, nil
+	case ModeSaga, ModeTCC, ModeTwoPC, ModeMsg:
 		return []string{m}, nil
 	}
-	return nil, fmt.Errorf("%w %q: want saga, tcc, 2pc or all", ErrInvalidMode, m)
+	return nil, fmt.Errorf("%w %q: want saga, tcc, 2pc, msg or all", ErrInvalidMode, m)
 }
 
 // startCoordinator runs a coordinator on a loopback port until stop is
@@ -232,6 +246,9 @@ func startCoordinator(ctx context.Context, dir string, log *slog.Logger) (url st
 // The first error list holds failed checks; the error is anything that
 // stopped the run.
 func runMode(ctx context.Context, c *client.Client, mode, dir string, xdb *xaDBs, out *console) (ModeReport, []error, error) {
+	if mode == ModeMsg {
+		return runMsgMode(ctx, c, dir, out)
+	}
 	mr := ModeReport{Mode: mode, XA: mode == ModeTwoPC && xdb != nil}
 	var sh *shop
 	var err error
@@ -435,11 +452,16 @@ func printSummary(out *console, rep Report) {
 	out.printf("\n══ SUMMARY %s\n", strings.Repeat("═", 67))
 	for _, mr := range rep.Modes {
 		for _, pr := range mr.Purchases {
-			changed := "changed the shop"
-			if pr.Unchanged() {
+			status, changed := pr.Status, "changed the shop"
+			switch {
+			case pr.Unchanged():
 				changed = "changed nothing"
+			case mr.Mode == ModeMsg && pr.OrderStatus == orderCancelled:
+				status, changed = pr.OrderStatus, "left only its cancelled order"
+			case mr.Mode == ModeMsg:
+				status = pr.OrderStatus
 			}
-			out.printf("  %-5s %s buys %3d × %s  →  %-9s  %s\n", mr.Mode, pr.User, pr.Qty, sku, pr.Status, changed)
+			out.printf("  %-5s %s buys %3d × %s  →  %-9s  %s\n", mr.Mode, pr.User, pr.Qty, sku, status, changed)
 		}
 	}
 }

@@ -23,8 +23,8 @@ func TestRunAllModes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if got := modeNames(rep); !slices.Equal(got, []string{ModeSaga, ModeTCC, ModeTwoPC}) {
-		t.Fatalf("modes = %v, want [saga tcc 2pc]", got)
+	if got := modeNames(rep); !slices.Equal(got, []string{ModeSaga, ModeTCC, ModeTwoPC, ModeMsg}) {
+		t.Fatalf("modes = %v, want [saga tcc 2pc msg]", got)
 	}
 	initial := map[string][]string{
 		"orders":   nil,
@@ -33,6 +33,10 @@ func TestRunAllModes(t *testing.T) {
 	}
 	orderStatus := map[string]string{ModeSaga: "created", ModeTCC: "confirmed", ModeTwoPC: "committed"}
 	for _, mr := range rep.Modes {
+		if mr.Mode == ModeMsg {
+			t.Run(mr.Mode, func(t *testing.T) { checkMsgMode(t, mr) })
+			continue
+		}
 		t.Run(mr.Mode, func(t *testing.T) {
 			wantTables(t, "initial", mr.Initial, initial)
 			if len(mr.Purchases) != 2 {
@@ -82,6 +86,7 @@ func TestRunAllModes(t *testing.T) {
 		"decision COMMIT",
 		"[order]     abort       gid=2pc-A-",
 		"2pc   A buys 100 × T-shirt  →  aborted    changed nothing",
+		"msg   A buys   4 × T-shirt  →  cancelled  left only its cancelled order",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
@@ -97,10 +102,10 @@ func TestRunInvalidMode(t *testing.T) {
 }
 
 func TestParseMode(t *testing.T) {
-	all := []string{ModeSaga, ModeTCC, ModeTwoPC}
+	all := []string{ModeSaga, ModeTCC, ModeTwoPC, ModeMsg}
 	for mode, want := range map[string][]string{
 		"": all, ModeAll: all, ModeBoth: all,
-		ModeSaga: {ModeSaga}, ModeTCC: {ModeTCC}, ModeTwoPC: {ModeTwoPC},
+		ModeSaga: {ModeSaga}, ModeTCC: {ModeTCC}, ModeTwoPC: {ModeTwoPC}, ModeMsg: {ModeMsg},
 	} {
 		got, err := parseMode(mode)
 		if err != nil || !slices.Equal(got, want) {

@@ -56,7 +56,8 @@ type service struct {
 	tp       *twophase.Store // prepared 2PC branches
 	phases   phases          // the 2PC operations, served at pathTwoPC
 	srv      *http.Server
-	url      string // base URL, e.g. http://127.0.0.1:41234
+	mux      *http.ServeMux // more handlers may be added while it serves
+	url      string         // base URL, e.g. http://127.0.0.1:41234
 	out      *console
 
 	mu      sync.Mutex
@@ -111,6 +112,7 @@ func openService(ctx context.Context, dir, name, table string, schema []string, 
 		mux.Handle("POST "+r.path, participant.Handler(s.handle(r)))
 	}
 	mux.Handle("POST "+pathTwoPC, participant.Handler(s.handleTwoPC()))
+	s.mux = mux
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		db.Close()

@@ -96,6 +96,10 @@ func readTable(ctx context.Context, db *sql.DB, table string) ([]string, error) 
 // printSnapshot writes the tables, one row per line, "(empty)" for a table
 // without rows.
 func printSnapshot(c *console, s Snapshot) {
+	w := 9
+	for _, t := range s {
+		w = max(w, len(t.Name))
+	}
 	for _, t := range s {
 		rows := t.Rows
 		if len(rows) == 0 {
@@ -103,9 +107,9 @@ func printSnapshot(c *console, s Snapshot) {
 		}
 		for i, r := range rows {
 			if i == 0 {
-				c.printf("    %-13s %-9s %s\n", t.DB, t.Name, r)
+				c.printf("    %-13s %-*s %s\n", t.DB, w, t.Name, r)
 			} else {
-				c.printf("    %-13s %-9s %s\n", "", "", r)
+				c.printf("    %-13s %-*s %s\n", "", w, "", r)
 			}
 		}
 	}
