@@ -50,6 +50,9 @@ type Config struct {
 	// (go-sql-driver/mysql and pgx syntax); other modes ignore them.
 	MySQLDSN    string
 	PostgresDSN string
+	// PollDashboard adds the load of an open dashboard and a metrics
+	// scraper: ListTransactions and GET /metrics every second.
+	PollDashboard bool
 }
 
 // Default returns the configuration `concord bench` runs without flags.
@@ -66,6 +69,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured period")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "`url` of a running coordinator; empty starts 'concord serve' as a child process on a temporary data directory")
+	fs.BoolVar(&c.PollDashboard, "poll-dashboard", c.PollDashboard, "also list transactions and scrape /metrics every second, as an open dashboard and Prometheus would")
 	fs.StringVar(&c.MySQLDSN, "mysql-dsn", c.MySQLDSN, "MariaDB/MySQL `dsn` (go-sql-driver syntax) of mode 2pc-xa")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL `dsn` (URL or key=value) of mode 2pc-xa")
 }
