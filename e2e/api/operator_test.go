@@ -96,7 +96,7 @@ func TestOperator(t *testing.T) {
 
 		// show prints every attempt of every branch.
 		show := cli(t, "tx", "show", "-addr", srv.URL, gid).wantExit(t, 0)
-		attemptLine := regexp.MustCompile(`(?m)^  \d{4}-\d\d-\d\d \S+ +(\w+) +#(\d+) +(\w+)`)
+		attemptLine := regexp.MustCompile(`(?m)^ +\+[0-9.]+m?s +(\w+) +#(\d+) +(\w+)`)
 		lines := attemptLine.FindAllStringSubmatch(show.stdout, -1)
 		var want []string
 		for _, b := range final.Branches {

@@ -20,6 +20,9 @@ latency (ms)  p50 %.2f   p90 %.2f   p99 %.2f   max %.2f
 		r.TPS,
 		r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs,
 		resources(r))
+	if err == nil && r.DashboardPolls > 0 {
+		_, err = fmt.Fprintf(w, "dashboard     %d polls (ListTransactions + GET /metrics), %d failed\n", r.DashboardPolls, r.DashboardErrors)
+	}
 	if err == nil && r.FirstError != "" {
 		_, err = fmt.Fprintf(w, "first error   %s\n", r.FirstError)
 	}

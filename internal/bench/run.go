@@ -46,6 +46,11 @@ type Result struct {
 
 	FirstError string `json:"first_error,omitempty"`
 
+	// With Config.PollDashboard: dashboard polls made, and those that
+	// failed (also counted in Errors).
+	DashboardPolls  int `json:"dashboard_polls,omitempty"`
+	DashboardErrors int `json:"dashboard_errors,omitempty"`
+
 	xa xaCheck // of ModeTwoPCXA, for tests
 }
 
@@ -160,6 +165,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 		})
 	}
+	var dash dashboardPoller
+	if cfg.PollDashboard {
+		wg.Go(func() { dash.run(runCtx, c, bases[0]) })
+	}
 	workers := make([]worker, cfg.Concurrency)
 	for i := range workers {
 		wg.Go(func() { workers[i].run(runCtx, txns[i%len(txns)], from, end) })
@@ -181,6 +190,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if w.firstErr != nil && res.FirstError == "" {
 			res.FirstError = w.firstErr.Error()
 		}
+	}
+	res.DashboardPolls, res.DashboardErrors = int(dash.polls.Load()), int(dash.errors.Load())
+	res.Errors += res.DashboardErrors
+	if res.DashboardErrors > 0 && res.FirstError == "" {
+		res.FirstError = "dashboard poll failed (ListTransactions or /metrics)"
 	}
 	res.Count = len(all)
 	res.TPS = math.Round(float64(res.Count)/cfg.Duration.Seconds()*10) / 10

@@ -211,22 +211,51 @@ func PrintTransaction(w io.Writer, t *client.Transaction) {
 	}
 	fmt.Fprintf(w, "created:   %s\n", stamp(t.CreatedAtUnixMs))
 	fmt.Fprintf(w, "decided:   %s\n", stamp(t.DecidedAtUnixMs))
+	if t.DecidedAtUnixMs != 0 {
+		fmt.Fprintf(w, "decision:  %s, durable at %s\n", decision(t), relTime(t.DecidedAtUnixMs-t.CreatedAtUnixMs))
+	}
 	fmt.Fprintf(w, "updated:   %s\n", stamp(t.UpdatedAtUnixMs))
 	fmt.Fprintf(w, "deadline:  %s\n", stamp(t.DeadlineUnixMs))
-	fmt.Fprintf(w, "attempts:  %d\n", t.TotalAttempts)
+	fmt.Fprintf(w, "attempts:  %d (times below are since created)\n", t.TotalAttempts)
 	for _, b := range t.Branches {
-		fmt.Fprintf(w, "\nbranch %s  %s=%s  %s=%s\n", b.Id, b.ForwardOp, b.ForwardStatus, b.BackwardOp, b.BackwardStatus)
+		fmt.Fprintf(w, "\nbranch %s  %s=%s  %s=%s  payload %d B\n", b.Id, b.ForwardOp, b.ForwardStatus, b.BackwardOp, b.BackwardStatus, b.PayloadBytes)
 		fmt.Fprintf(w, "  %-10s %s\n", b.ForwardOp, b.ForwardUrl)
 		fmt.Fprintf(w, "  %-10s %s\n", b.BackwardOp, b.BackwardUrl)
 		if len(b.After) > 0 {
 			fmt.Fprintf(w, "  after      %s\n", strings.Join(b.After, ", "))
 		}
 		for _, a := range b.Attempts {
-			line := fmt.Sprintf("  %s  %-10s #%-2d %-8s %6.1fms", stamp(a.StartedAtUnixMs), a.Op, a.Number, a.Outcome, float64(a.DurationUs)/1000)
+			line := fmt.Sprintf("  %9s  %-10s #%-2d %-9s %8.1fms", relTime(a.StartedAtUnixMs-t.CreatedAtUnixMs), a.Op, a.Number, a.Outcome, float64(a.DurationUs)/1000)
 			if a.Error != "" {
 				line += "  " + a.Error
 			}
 			fmt.Fprintln(w, line)
 		}
 	}
+}
+
+// relTime renders a time since the transaction was accepted.
+func relTime(ms int64) string {
+	if ms < 10_000 {
+		return fmt.Sprintf("+%dms", ms)
+	}
+	return fmt.Sprintf("+%.1fs", float64(ms)/1000)
+}
+
+// decision names what was decided, from where the transaction went.
+func decision(t *client.Transaction) string {
+	s := t.Status
+	if s == client.StatusStuck {
+		s = t.StuckPhase
+	}
+	switch s {
+	case "succeeded", "committing", "confirming", "delivering":
+		if t.Mode == "msg" {
+			return "deliver"
+		}
+		return "commit"
+	case "aborted", "compensating", "cancelling":
+		return "roll back"
+	}
+	return "decided"
 }

@@ -27,6 +27,8 @@ type GRPCCaller struct {
 	plain, secure *http.Client
 	mu            sync.Mutex
 	clients       map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]
+	// Decorate, if set, may add metadata (e.g. tracing) to each request.
+	Decorate func(context.Context, http.Header)
 }
 
 // NewGRPCCaller returns a caller with HTTP/2 transports: cleartext (h2c)
@@ -76,9 +78,13 @@ func (g *GRPCCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 	if err != nil {
 		return protocol.OutcomeUnknown, err.Error()
 	}
-	resp, err := cl.CallUnary(ctx, connect.NewRequest(&v1.BranchRequest{
+	req := connect.NewRequest(&v1.BranchRequest{
 		Gid: gid, BranchId: c.Branch, Op: string(c.Op), Mode: string(mode), Payload: c.Payload,
-	}))
+	})
+	if g.Decorate != nil {
+		g.Decorate(ctx, req.Header())
+	}
+	resp, err := cl.CallUnary(ctx, req)
 	if err != nil {
 		var ce *connect.Error
 		if errors.As(err, &ce) && ce.Code() == connect.CodeAborted {

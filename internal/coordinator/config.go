@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
@@ -77,6 +78,15 @@ type Listener struct {
 	Finished func(mode protocol.Mode, status protocol.Status)
 	// Alerted is called for every alert.
 	Alerted func(a Alert)
+	// Started is called once a new transaction is durably accepted,
+	// before any of its branch calls.
+	Started func(gid string, mode protocol.Mode)
+	// Ended is called with Finished, naming the transaction.
+	Ended func(gid string, mode protocol.Mode, status protocol.Status)
+	// CallStart is called before every branch call. The context it
+	// returns is the one the Caller gets (a tracer adds its span), and
+	// done, if not nil, is called with the call's outcome. See observe.go.
+	CallStart func(ctx context.Context, gid string, mode protocol.Mode, call protocol.Call) (_ context.Context, done func(protocol.Outcome, string))
 }
 
 // DefaultOptions are the built-in per-transaction defaults.

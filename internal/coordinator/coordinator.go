@@ -363,6 +363,9 @@ func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, 
 				e.durable, e.durableSeq = nt, w.seq
 			}
 			e.mu.Unlock()
+			if old.Status == protocol.StatusNew && c.cfg.Listener.Started != nil {
+				c.cfg.Listener.Started(nt.GID, nt.Mode)
+			}
 		}
 		c.crashPoints(old, nt, ev, fx)
 	}
@@ -390,6 +393,9 @@ func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, 
 		c.timers.disarm(nt.GID)
 		if c.cfg.Listener.Finished != nil {
 			c.cfg.Listener.Finished(nt.Mode, nt.Status)
+		}
+		if c.cfg.Listener.Ended != nil {
+			c.cfg.Listener.Ended(nt.GID, nt.Mode, nt.Status)
 		}
 	}
 	return nt, nil
@@ -496,8 +502,17 @@ func (c *Coordinator) startCall(gid string, mode protocol.Mode, call protocol.Ca
 	c.calls.Add(1)
 	go func() {
 		defer c.calls.Done()
+		ctx, done := c.ctx, func(protocol.Outcome, string) {}
+		if c.cfg.Listener.CallStart != nil {
+			if cctx, d := c.cfg.Listener.CallStart(ctx, gid, mode, call); d != nil {
+				ctx, done = cctx, d
+			} else if cctx != nil {
+				ctx = cctx
+			}
+		}
 		started := time.Now()
-		outcome, msg := c.caller.Call(c.ctx, gid, mode, call)
+		outcome, msg := c.caller.Call(ctx, gid, mode, call)
+		done(outcome, msg)
 		if c.cfg.Listener.BranchCall != nil {
 			c.cfg.Listener.BranchCall(mode, call.Op, outcome, time.Since(started))
 		}

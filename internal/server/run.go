@@ -55,7 +55,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if cfg.IsShared() {
 		shared = &coordinator.SharedConfig{Instance: cfg.Instance, LeaseTTL: cfg.LeaseTTL}
 	}
+	ops := newOps(ctx, log)
+	defer ops.close()
 	coord := coordinator.New(coordinator.Config{
+		Listener:  ops.listener(),
+		Caller:    ops.caller(),
 		Shared:    shared,
 		Retention: cfg.Retention, RetentionInterval: cfg.RetentionInterval,
 		Defaults: protocol.Options{
@@ -70,17 +74,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
 	defer coord.Close()
+	ops.metrics.Watch(coord.Stats)
 
 	svc := NewService(coord, Limits{
 		MaxBranches: cfg.MaxBranches, MaxPayloadBytes: cfg.MaxPayloadBytes,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxWait: cfg.MaxWait,
-	})
+	}).WithAuditLog(log)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(svc, cfg.Token),
+		Handler:           ops.handler(Handler(svc, cfg.Token), cfg.Token),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

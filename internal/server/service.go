@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 
@@ -24,6 +25,7 @@ import (
 type Service struct {
 	coord  *coordinator.Coordinator
 	limits Limits
+	audit  *slog.Logger // operator actions; nil: none (see WithAuditLog)
 }
 
 var _ concordv1connect.CoordinatorServiceHandler = (*Service)(nil)
@@ -216,15 +218,15 @@ func (s *Service) GetTransaction(ctx context.Context, req *connect.Request[v1.Ge
 	return connect.NewResponse(&v1.GetTransactionResponse{Transaction: toProto(t)}), nil
 }
 
-var knownStatuses = map[string]bool{"running": true, "confirming": true, "compensating": true, "cancelling": true, "committing": true, "succeeded": true, "aborted": true, "stuck": true}
+var knownStatuses = map[string]bool{"running": true, "confirming": true, "compensating": true, "cancelling": true, "committing": true, "precommitting": true, "prepared": true, "delivering": true, "succeeded": true, "aborted": true, "stuck": true}
 
 func (s *Service) ListTransactions(ctx context.Context, req *connect.Request[v1.ListTransactionsRequest]) (*connect.Response[v1.ListTransactionsResponse], error) {
 	r := req.Msg
 	if r.Status != "" && !knownStatuses[r.Status] {
-		return nil, invalid(fmt.Errorf("status %q is not one of running, confirming, compensating, cancelling, committing, succeeded, aborted, stuck", r.Status))
+		return nil, invalid(fmt.Errorf("status %q is not one of running, confirming, compensating, cancelling, committing, precommitting, prepared, delivering, succeeded, aborted, stuck", r.Status))
 	}
-	if r.Mode != "" && r.Mode != "saga" && r.Mode != "tcc" && r.Mode != "2pc" {
-		return nil, invalid(fmt.Errorf("mode %q is not one of saga, tcc, 2pc", r.Mode))
+	if r.Mode != "" && r.Mode != "saga" && r.Mode != "tcc" && r.Mode != "2pc" && r.Mode != "3pc" && r.Mode != "msg" {
+		return nil, invalid(fmt.Errorf("mode %q is not one of saga, tcc, 2pc, 3pc, msg", r.Mode))
 	}
 	if r.Limit < 0 || r.Limit > 1000 {
 		return nil, invalid(fmt.Errorf("limit = %d: must be between 0 and 1000", r.Limit))
@@ -280,6 +282,7 @@ func (s *Service) RetryTransaction(ctx context.Context, req *connect.Request[v1.
 		return nil, invalid(err)
 	}
 	t, err := s.coord.Retry(ctx, req.Msg.Gid)
+	s.audited(req.Peer(), "retry", req.Msg.Gid, apiError(err))
 	if err != nil {
 		return nil, apiError(err)
 	}
@@ -294,6 +297,7 @@ func (s *Service) AbortTransaction(ctx context.Context, req *connect.Request[v1.
 		return nil, invalid(fmt.Errorf("reason is %d bytes, at most 1024 allowed", len(req.Msg.Reason)))
 	}
 	t, err := s.coord.Abort(ctx, req.Msg.Gid, req.Msg.Reason)
+	s.audited(req.Peer(), "abort", req.Msg.Gid, apiError(err))
 	if err != nil {
 		return nil, apiError(err)
 	}

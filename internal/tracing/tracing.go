@@ -1,0 +1,140 @@
+// Package tracing turns coordinator events into OpenTelemetry spans: one
+// span per transaction, from its durable acceptance to its final status,
+// and one child span per branch call, whose W3C trace context (traceparent
+// and tracestate) goes to the participant in the call's HTTP headers or
+// gRPC metadata, so the participant's own spans join the trace.
+//
+// Tracing is off unless the standard OTEL_* environment variables turn it
+// on (see FromEnv). The coordinator never imports OpenTelemetry: it calls
+// the Listener callbacks and the header decorator this package provides.
+package tracing
+
+import (
+	"context"
+	"net/http"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/concordtm/concord/internal/coordinator"
+	"github.com/concordtm/concord/internal/protocol"
+)
+
+// ScopeName is the instrumentation scope of Concord's spans.
+const ScopeName = "github.com/concordtm/concord/internal/coordinator"
+
+// maxOpen bounds the transaction spans kept open; past it, new
+// transactions get no span of their own (their branch spans are roots).
+// Transactions that another instance finishes would otherwise pile up.
+const maxOpen = 100_000
+
+// Attribute keys on Concord's spans.
+const (
+	AttrGID     = attribute.Key("concord.gid")
+	AttrMode    = attribute.Key("concord.mode")
+	AttrStatus  = attribute.Key("concord.status")
+	AttrBranch  = attribute.Key("concord.branch")
+	AttrOp      = attribute.Key("concord.op")
+	AttrAttempt = attribute.Key("concord.attempt")
+	AttrOutcome = attribute.Key("concord.outcome")
+	AttrURL     = attribute.Key("url.full")
+)
+
+// Tracer records spans for a coordinator.
+type Tracer struct {
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+
+	mu   sync.Mutex
+	open map[string]trace.Span // gid → transaction span
+}
+
+// New returns a tracer that creates spans with tp.
+func New(tp trace.TracerProvider) *Tracer {
+	return &Tracer{
+		tracer: tp.Tracer(ScopeName),
+		prop:   propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		open:   map[string]trace.Span{},
+	}
+}
+
+// Listener returns the coordinator callbacks that make the spans.
+func (t *Tracer) Listener() coordinator.Listener {
+	return coordinator.Listener{
+		Started:   t.started,
+		Ended:     t.ended,
+		CallStart: t.callStart,
+		Alerted:   t.alerted,
+	}
+}
+
+// Decorate writes the trace context of ctx into h (traceparent,
+// tracestate): give it to coordinator.NewDecoratedCaller.
+func (t *Tracer) Decorate(ctx context.Context, h http.Header) {
+	t.prop.Inject(ctx, propagation.HeaderCarrier(h))
+}
+
+func (t *Tracer) started(gid string, mode protocol.Mode) {
+	_, span := t.tracer.Start(context.Background(), "concord "+string(mode)+" transaction",
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(AttrGID.String(gid), AttrMode.String(string(mode))))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.open) >= maxOpen {
+		span.End()
+		return
+	}
+	if old := t.open[gid]; old != nil {
+		old.End()
+	}
+	t.open[gid] = span
+}
+
+func (t *Tracer) ended(gid string, _ protocol.Mode, status protocol.Status) {
+	t.mu.Lock()
+	span := t.open[gid]
+	delete(t.open, gid)
+	t.mu.Unlock()
+	if span == nil {
+		return // accepted before a restart, or by another instance
+	}
+	span.SetAttributes(AttrStatus.String(string(status)))
+	if status == protocol.StatusAborted {
+		span.SetStatus(codes.Error, "aborted")
+	}
+	span.End()
+}
+
+func (t *Tracer) alerted(a coordinator.Alert) {
+	t.mu.Lock()
+	span := t.open[a.GID]
+	t.mu.Unlock()
+	if span != nil {
+		span.AddEvent("alert: "+a.Kind, trace.WithAttributes(attribute.String("message", a.Message)))
+	}
+}
+
+func (t *Tracer) callStart(ctx context.Context, gid string, mode protocol.Mode, call protocol.Call) (context.Context, func(protocol.Outcome, string)) {
+	t.mu.Lock()
+	parent := t.open[gid]
+	t.mu.Unlock()
+	if parent != nil {
+		ctx = trace.ContextWithSpan(ctx, parent)
+	}
+	ctx, span := t.tracer.Start(ctx, "concord "+string(call.Op)+" "+call.Branch,
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(
+			AttrGID.String(gid), AttrMode.String(string(mode)), AttrBranch.String(call.Branch),
+			AttrOp.String(string(call.Op)), AttrAttempt.Int(call.Attempt), AttrURL.String(call.URL),
+		))
+	return ctx, func(outcome protocol.Outcome, msg string) {
+		span.SetAttributes(AttrOutcome.String(string(outcome)))
+		if outcome == protocol.OutcomeUnknown {
+			span.SetStatus(codes.Error, msg)
+		}
+		span.End()
+	}
+}
