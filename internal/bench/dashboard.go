@@ -11,15 +11,20 @@ import (
 )
 
 // dashboardPoller loads the coordinator as an open dashboard and a
-// Prometheus scraper do, to measure what they cost: every second a
-// ListTransactions of the newest 500 (the dashboard's list page) and a
-// GET /metrics.
+// Prometheus scraper do, to measure what they cost: every 2 seconds (the
+// dashboard's refresh) a ListTransactions of the newest 200 (its list page)
+// and a GET /metrics (Prometheus usually scrapes every 15 to 60 seconds).
+const (
+	dashboardRefresh = 2 * time.Second // POLL_MS in internal/dashboard/static/app.js
+	dashboardPage    = 200             // LIST_LIMIT there
+)
+
 type dashboardPoller struct {
 	polls, errors atomic.Int64
 }
 
 func (d *dashboardPoller) run(ctx context.Context, c *client.Client, base string) {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(dashboardRefresh)
 	defer tick.Stop()
 	hc := &http.Client{Timeout: 5 * time.Second}
 	for {
@@ -28,7 +33,7 @@ func (d *dashboardPoller) run(ctx context.Context, c *client.Client, base string
 			return
 		case <-tick.C:
 		}
-		if _, _, err := c.List(ctx, client.ListOptions{Limit: 500}); err != nil && ctx.Err() == nil {
+		if _, _, err := c.List(ctx, client.ListOptions{Limit: dashboardPage}); err != nil && ctx.Err() == nil {
 			d.errors.Add(1)
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)

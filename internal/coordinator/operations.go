@@ -212,7 +212,9 @@ func (c *Coordinator) createLocked(ctx context.Context, e *entry, t protocol.Txn
 		e.changed = make(chan struct{})
 	}
 	rec, err := store.Record{}, store.ErrNotFound
-	if !fresh {
+	// On a shared store the first write is conditional (version 1: only
+	// if absent), so the lookup is left to the conflict path.
+	if !fresh && c.shared == nil {
 		rec, err = c.store.Get(ctx, t.GID)
 	}
 	switch {

@@ -3,8 +3,8 @@
 "use strict";
 
 const API = "/concord.v1.CoordinatorService/";
-const POLL_MS = 1500;
-const LIST_LIMIT = 500;
+const POLL_MS = 2000;
+const LIST_LIMIT = 200;
 const TOKEN_KEY = "concord-token";
 const SVG_NS = "http://www.w3.org/2000/svg";
 const FINAL = new Set(["succeeded", "aborted"]);
