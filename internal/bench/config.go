@@ -56,6 +56,9 @@ type Config struct {
 	// (0 or 1: one); workers take turns among them.
 	Store        string
 	Coordinators int
+	// StoreAsIs uses Store's namespace as given (for a store filled
+	// beforehand) instead of a fresh one; nothing is dropped.
+	StoreAsIs bool
 	// PollDashboard adds the load of an open dashboard and a metrics
 	// scraper: ListTransactions and GET /metrics every second.
 	PollDashboard bool
@@ -76,6 +79,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "`url` of a running coordinator; empty starts 'concord serve' as a child process on a temporary data directory")
 	fs.StringVar(&c.Store, "store", c.Store, "shared store `url` (postgres://, mysql://, redis://) for the child coordinators, in a fresh namespace; empty: each child's own embedded store")
+	fs.BoolVar(&c.StoreAsIs, "store-as-is", c.StoreAsIs, "use -store's namespace as given (e.g. a store filled beforehand) instead of a fresh one, and keep it")
 	fs.IntVar(&c.Coordinators, "coordinators", c.Coordinators, "child coordinators sharing -store; workers take turns among them")
 	fs.BoolVar(&c.PollDashboard, "poll-dashboard", c.PollDashboard, "also list transactions and scrape /metrics every second, as an open dashboard and Prometheus would")
 	fs.StringVar(&c.MySQLDSN, "mysql-dsn", c.MySQLDSN, "MariaDB/MySQL `dsn` (go-sql-driver syntax) of mode 2pc-xa")

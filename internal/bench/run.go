@@ -90,7 +90,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}
 		var extra []string
-		if cfg.Store != "" {
+		if cfg.Store != "" && cfg.StoreAsIs {
+			extra = []string{"-store", cfg.Store}
+		} else if cfg.Store != "" {
 			u, cleanup, err := freshNamespace(ctx, cfg.Store)
 			if err != nil {
 				return Result{}, err
