@@ -120,9 +120,10 @@ func (t *ThreePC) step(ctx context.Context, b participant.Branch, payload []byte
 			return err
 		}
 		ev := protocol.Message{Now: t.s.now().UnixNano(), Op: protocol.Op(b.Op), Yes: true}
+		var no error // the business's no, with its reason
 		if b.Op == participant.OpCanCommit && pt.State == protocol.PInit && t.r.CanCommit != nil {
 			if err := t.r.CanCommit(ctx, b, payload); errors.Is(err, participant.ErrRejected) {
-				ev.Yes = false
+				ev.Yes, no = false, err
 			} else if err != nil {
 				return err
 			}
@@ -132,8 +133,11 @@ func (t *ThreePC) step(ctx context.Context, b participant.Branch, payload []byte
 			return fmt.Errorf("%w: %v", participant.ErrInvalidBranch, err)
 		}
 		err = t.carryOut(ctx, b, payload, next, fx)
-		if errors.Is(err, errRaced) {
+		switch {
+		case errors.Is(err, errRaced):
 			continue
+		case no != nil && errors.Is(err, participant.ErrRejected):
+			return no
 		}
 		return err
 	}
