@@ -114,3 +114,31 @@ func ExampleClient_Get() {
 	// Output:
 	// branch 1 action done after 1 attempt(s)
 }
+
+func ExampleClient_NewThreePC() {
+	coord, stop := startCoordinator()
+	defer stop()
+	p := shop() // answers can-commit, pre-commit and do-commit with 200
+	defer p.Close()
+	c := client.New(coord)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	tx, err := c.NewThreePC("").
+		AddBranch("order", p.URL+"/3pc/order", `{"qty":2}`).
+		AddBranch("stock", p.URL+"/3pc/stock", `{"qty":2}`).
+		WithOptions(client.Options{Timeout: 5 * time.Second}).
+		SubmitAndWait(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(tx.Mode, tx.Status)
+	for _, b := range tx.Branches {
+		fmt.Println(b.Id, b.ForwardOp, b.MidOp, b.BackwardOp, b.BackwardStatus)
+	}
+	// Output:
+	// 3pc succeeded
+	// order can-commit pre-commit do-commit done
+	// stock can-commit pre-commit do-commit done
+}

@@ -10,11 +10,15 @@ import (
 )
 
 // TwoPC builds a two-phase commit transaction: every participant URL is
-// asked to prepare (vote), then all commit or all abort.
+// asked to prepare (vote), then all commit or all abort. Built with
+// NewThreePC it is a three-phase commit instead: can-commit, pre-commit,
+// do-commit (see docs/protocols.md); the builder is the same, because the
+// two submissions carry the same fields.
 type TwoPC struct {
-	c   *Client
-	req *v1.SubmitTwoPCRequest
-	err error
+	c     *Client
+	req   *v1.SubmitTwoPCRequest
+	err   error
+	three bool // submit as 3PC
 }
 
 // NewTwoPC starts building a 2PC transaction under gid ("" mints one in the
@@ -26,11 +30,24 @@ func (c *Client) NewTwoPC(gid string) *TwoPC {
 	return &TwoPC{c: c, req: &v1.SubmitTwoPCRequest{Gid: gid}}
 }
 
+// NewThreePC starts building a three-phase commit transaction under gid
+// ("" mints one). Each participant URL gets can-commit, pre-commit,
+// do-commit or abort, told apart by the Concord-Op header; on the
+// participant side, twophase.Store.ThreePCHandler or xa.Handler serve
+// them. 3PC trades 2PC's blocking for possible divergence: read
+// docs/protocols.md before choosing it.
+func (c *Client) NewThreePC(gid string) *TwoPC {
+	t := c.NewTwoPC(gid)
+	t.three = true
+	return t
+}
+
 // GID returns the transaction's global id.
 func (t *TwoPC) GID() string { return t.req.Gid }
 
-// Add appends a participant: prepare, commit and abort are POSTed to url
-// with the payload, told apart by the Concord-Op header.
+// Add appends a participant: prepare, commit and abort (3PC: can-commit,
+// pre-commit, do-commit, abort) are POSTed to url with the payload, told
+// apart by the Concord-Op header.
 func (t *TwoPC) Add(url string, payload any) *TwoPC {
 	return t.AddBranch("", url, payload)
 }
@@ -45,7 +62,8 @@ func (t *TwoPC) AddBranch(id, url string, payload any) *TwoPC {
 	return t
 }
 
-// WithOptions sets per-transaction limits (Timeout bounds the voting phase).
+// WithOptions sets per-transaction limits (Timeout bounds the voting phase;
+// in 3PC, afresh, the pre-commit phase too).
 func (t *TwoPC) WithOptions(o Options) *TwoPC { t.req.Options = o.proto(); return t }
 
 // Submit returns once the coordinator has durably accepted the transaction.
@@ -66,14 +84,22 @@ func (t *TwoPC) submit(ctx context.Context, wait bool) (*Transaction, error) {
 		return nil, t.err
 	}
 	t.req.Wait = wait
-	resp, err := t.c.rpc.SubmitTwoPC(ctx, connect.NewRequest(t.req))
+	var resp *connect.Response[v1.SubmitResponse]
+	var err error
+	if t.three {
+		r := &v1.SubmitThreePCRequest{Gid: t.req.Gid, Branches: t.req.Branches, Options: t.req.Options, Wait: wait}
+		resp, err = t.c.rpc.SubmitThreePC(ctx, connect.NewRequest(r))
+	} else {
+		resp, err = t.c.rpc.SubmitTwoPC(ctx, connect.NewRequest(t.req))
+	}
 	if err != nil {
 		return nil, wrap(err)
 	}
 	return resp.Msg.Transaction, nil
 }
 
-// Decision asks the coordinator what was decided for a 2PC transaction:
+// Decision asks the coordinator what was decided for a 2PC or 3PC
+// transaction (a 3PC in its pre-commit phase is "pending"):
 // "commit", "abort" or "pending". A participant that prepared and waited
 // too long for phase 2 asks instead of guessing. A gid the coordinator does
 // not know was never decided to commit: the answer is "abort".

@@ -30,7 +30,10 @@ const (
 	OpCancel     Op = "cancel"     // tcc: release the reservation
 	OpPrepare    Op = "prepare"    // 2pc phase 1: do the work, make it durable but not visible, vote
 	OpCommit     Op = "commit"     // 2pc phase 2 after a commit decision
-	OpAbort      Op = "abort"      // 2pc phase 2 after an abort decision
+	OpAbort      Op = "abort"      // 2pc phase 2 after an abort decision; 3pc abort
+	OpCanCommit  Op = "can-commit" // 3pc phase 1: can you commit? (no work yet)
+	OpPreCommit  Op = "pre-commit" // 3pc phase 2: do the work durably, not visibly, and acknowledge
+	OpDoCommit   Op = "do-commit"  // 3pc phase 3 after the commit decision
 	OpDeliver    Op = "deliver"    // msg: a message delivered to a consumer
 	OpCheck      Op = "check"      // msg: the coordinator asks a producer whether its local transaction committed
 )
@@ -38,7 +41,8 @@ const (
 // Valid reports whether op is one of the known operations.
 func (op Op) Valid() bool {
 	switch op {
-	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel, OpPrepare, OpCommit, OpAbort, OpDeliver, OpCheck:
+	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel, OpPrepare, OpCommit, OpAbort,
+		OpCanCommit, OpPreCommit, OpDoCommit, OpDeliver, OpCheck:
 		return true
 	}
 	return false
@@ -63,7 +67,7 @@ type Branch struct {
 	GID      string
 	BranchID string
 	Op       Op
-	Mode     string // "saga", "tcc", ...
+	Mode     string // "saga", "tcc", "2pc", "3pc", "msg"
 }
 
 // ErrNotABranchCall is returned by FromRequest when the request lacks the

@@ -164,7 +164,7 @@ func startCoordinator(t *testing.T) string {
 // TestAddr drives the -addr path, against a coordinator in this process.
 func TestAddr(t *testing.T) {
 	url := startCoordinator(t)
-	for _, mode := range []string{ModeSaga, ModeTCC, ModeTwoPC, ModeMsg} {
+	for _, mode := range []string{ModeSaga, ModeTCC, ModeTwoPC, ModeThreePC, ModeMsg} {
 		t.Run(mode, func(t *testing.T) {
 			r, err := Run(t.Context(), Config{Mode: mode, Concurrency: 4, Duration: time.Second, Warmup: 200 * time.Millisecond, Addr: url})
 			if err != nil {
@@ -192,7 +192,7 @@ func TestFlags(t *testing.T) {
 		{nil, ""},
 		{[]string{"--mode", "tcc", "--concurrency", "50", "--duration", "10s", "--warmup", "0s", "--addr", "127.0.0.1:7070"}, ""},
 		{[]string{"-mode=saga", "-addr=https://concord.example:443/"}, ""},
-		{[]string{"--mode", "xa"}, `mode "xa": want saga, tcc, 2pc, 2pc-xa or msg`},
+		{[]string{"--mode", "xa"}, `mode "xa": want saga, tcc, 2pc, 3pc, 2pc-xa or msg`},
 		{[]string{"--mode", "2pc-xa", "--mysql-dsn", "u:p@tcp(db:3306)/x", "--postgres-dsn", "host=db dbname=x"}, ""},
 		{[]string{"--mode", "2pc-xa", "--mysql-dsn", "no-slash"}, "mysql-dsn: "},
 		{[]string{"--mode", "2pc-xa", "--postgres-dsn", "postgres://h:notaport/x"}, "postgres-dsn: "},

@@ -20,6 +20,10 @@ const (
 	// ModeTwoPC: each transaction is a two-phase commit with two HTTP
 	// participants that vote yes at once, submitted with SubmitAndWait.
 	ModeTwoPC = "2pc"
+	// ModeThreePC: each transaction is a three-phase commit with two HTTP
+	// participants that answer every phase at once, submitted with
+	// SubmitAndWait.
+	ModeThreePC = "3pc"
 	// ModeTwoPCXA: each transaction is a two-phase commit with two XA
 	// branches (package participant/xa) served by this process, one on
 	// MariaDB/MySQL and one on PostgreSQL, each incrementing one random
@@ -36,7 +40,7 @@ var ErrConfig = errors.New("bench: invalid configuration")
 
 // Config is one benchmark run; see Validate for what Run accepts.
 type Config struct {
-	Mode        string        // ModeSaga, ModeTCC, ModeTwoPC or ModeTwoPCXA
+	Mode        string        // ModeSaga, ModeTCC, ModeTwoPC, ModeThreePC, ModeTwoPCXA or ModeMsg
 	Concurrency int           // workers, each running one transaction at a time
 	Duration    time.Duration // measured period
 	Warmup      time.Duration // period before it whose transactions are not counted
@@ -73,7 +77,7 @@ func Default() Config {
 // RegisterFlags defines the -mode, -concurrency, -duration, -warmup,
 // -addr, -mysql-dsn and -postgres-dsn flags on fs, with c's current values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait), tcc (2-branch TCC, commit and wait) 2pc (2 HTTP participants, submit and wait) 2pc-xa (2 XA branches, MariaDB and PostgreSQL, submit and wait) or msg (prepare, local no-op, submit, wait for 2 HTTP consumers)")
+	fs.StringVar(&c.Mode, "mode", c.Mode, "workload: saga (2-branch saga, submit and wait), tcc (2-branch TCC, commit and wait) 2pc (2 HTTP participants, submit and wait), 3pc (likewise, three phases), 2pc-xa (2 XA branches, MariaDB and PostgreSQL, submit and wait) or msg (prepare, local no-op, submit, wait for 2 HTTP consumers)")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "workers, each running one transaction at a time")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured period")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up period before it, not counted")
@@ -91,11 +95,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func (c Config) Validate() error {
 	var errs []string
 	switch c.Mode {
-	case ModeSaga, ModeTCC, ModeTwoPC, ModeMsg:
+	case ModeSaga, ModeTCC, ModeTwoPC, ModeThreePC, ModeMsg:
 	case ModeTwoPCXA:
 		errs = append(errs, validateDSNs(c)...)
 	default:
-		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s, %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC, ModeTwoPCXA, ModeMsg))
+		errs = append(errs, fmt.Sprintf("mode %q: want %s, %s, %s, %s, %s or %s", c.Mode, ModeSaga, ModeTCC, ModeTwoPC, ModeThreePC, ModeTwoPCXA, ModeMsg))
 	}
 	if c.Coordinators < 0 {
 		errs = append(errs, fmt.Sprintf("coordinators %d: must be at least 1", c.Coordinators))

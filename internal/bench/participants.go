@@ -16,13 +16,14 @@ const (
 	opTry
 	opConfirm
 	opCancel
-	opTwoPC // one URL for prepare, commit and abort
+	opTwoPC   // one URL for prepare, commit and abort
+	opThreePC // one URL for can-commit, pre-commit, do-commit and abort
 	opDeliver
 	opCheck
 	numOps
 )
 
-var opPaths = [numOps]string{"/action", "/compensate", "/try", "/confirm", "/cancel", "/2pc", "/deliver", "/check"}
+var opPaths = [numOps]string{"/action", "/compensate", "/try", "/confirm", "/cancel", "/2pc", "/3pc", "/deliver", "/check"}
 
 // participants is an HTTP server whose branch operations succeed at once.
 // It must cost as little as possible, since it shares the machine with the

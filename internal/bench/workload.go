@@ -23,6 +23,8 @@ func newTxnFunc(mode string, c *client.Client, p *participants) txnFunc {
 		return tccTxn(c, p)
 	case ModeTwoPC:
 		return twoPCTxn(c, p)
+	case ModeThreePC:
+		return threePCTxn(c, p)
 	case ModeMsg:
 		return msgTxn(c, p)
 	}
@@ -40,6 +42,21 @@ func twoPCTxn(c *client.Client, p *participants) txnFunc {
 			return err
 		}
 		return succeeded("2pc", tx)
+	}
+}
+
+// threePCTxn submits a three-phase commit with two participants and waits
+// for its outcome: one API call; the coordinator sends two can-commits,
+// forces the pre-commit phase, sends two pre-commits, forces the decision,
+// sends two do-commits.
+func threePCTxn(c *client.Client, p *participants) txnFunc {
+	url := p.url(opThreePC)
+	return func(ctx context.Context) error {
+		tx, err := c.NewThreePC("").Add(url, payload).Add(url, payload).SubmitAndWait(ctx)
+		if err != nil {
+			return err
+		}
+		return succeeded("3pc", tx)
 	}
 }
 

@@ -54,7 +54,7 @@ func decode(data []byte) (protocol.Txn, error) {
 	switch t.Status {
 	case protocol.StatusRunning, protocol.StatusConfirming, protocol.StatusCompensating,
 		protocol.StatusCancelling, protocol.StatusCommitting, protocol.StatusSucceeded, protocol.StatusAborted, protocol.StatusStuck,
-		protocol.StatusPrepared, protocol.StatusDelivering:
+		protocol.StatusPrepared, protocol.StatusDelivering, protocol.StatusPreCommitting:
 	default:
 		return protocol.Txn{}, fmt.Errorf("%w: %s: unknown status %q", store.ErrCorrupt, t.GID, t.Status)
 	}

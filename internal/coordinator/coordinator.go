@@ -24,6 +24,7 @@ import (
 	"github.com/concordtm/concord/internal/protocol/msg"
 	"github.com/concordtm/concord/internal/protocol/saga"
 	"github.com/concordtm/concord/internal/protocol/tcc"
+	"github.com/concordtm/concord/internal/protocol/threepc"
 	"github.com/concordtm/concord/internal/protocol/twopc"
 	"github.com/concordtm/concord/internal/store"
 )
@@ -48,6 +49,8 @@ func machineFor(m protocol.Mode) *protocol.Machine {
 		return tcc.Machine
 	case protocol.ModeTwoPC:
 		return twopc.Machine
+	case protocol.ModeThreePC:
+		return threepc.Machine
 	case protocol.ModeMsg:
 		return msg.Machine
 	}

@@ -34,8 +34,11 @@ func (s *scriptedCaller) Call(ctx context.Context, gid string, mode protocol.Mod
 		if t, err := decode(rec.Data); err == nil {
 			if i := t.Branch(c.Branch); i >= 0 {
 				op := t.Branches[i].Fwd
-				if c.Op == t.Branches[i].BackwardOp {
+				switch c.Op {
+				case t.Branches[i].BackwardOp:
 					op = t.Branches[i].Bwd
+				case t.Branches[i].MidOp:
+					op = t.Branches[i].Mid
 				}
 				durable = op.Status == protocol.OpInflight && op.Attempts == c.Attempt
 			}

@@ -81,17 +81,33 @@ type TwoPCSpec struct {
 	Options  protocol.Options
 }
 
+// ThreePCSpec is a three-phase commit transaction as submitted; its fields
+// are those of TwoPCSpec.
+type ThreePCSpec TwoPCSpec
+
 // SubmitTwoPC durably accepts a 2PC transaction and starts its prepares.
 func (c *Coordinator) SubmitTwoPC(ctx context.Context, spec TwoPCSpec) (protocol.Txn, error) {
+	return c.submitCommit(ctx, protocol.ModeTwoPC, spec)
+}
+
+// SubmitThreePC durably accepts a 3PC transaction and asks every branch
+// whether it can commit.
+func (c *Coordinator) SubmitThreePC(ctx context.Context, spec ThreePCSpec) (protocol.Txn, error) {
+	return c.submitCommit(ctx, protocol.ModeThreePC, TwoPCSpec(spec))
+}
+
+// submitCommit accepts an atomic commitment (2PC or 3PC): one URL per
+// branch, all branches voting together.
+func (c *Coordinator) submitCommit(ctx context.Context, mode protocol.Mode, spec TwoPCSpec) (protocol.Txn, error) {
 	minted := spec.GID == ""
 	if minted {
 		spec.GID = NewGID()
 	}
-	if err := nameBranches("2pc transaction", spec.Branches); err != nil {
+	if err := nameBranches(string(mode)+" transaction", spec.Branches); err != nil {
 		return protocol.Txn{}, err
 	}
 	t := protocol.Txn{
-		GID: spec.GID, Mode: protocol.ModeTwoPC, Options: withDefaults(spec.Options, c.cfg.Defaults),
+		GID: spec.GID, Mode: mode, Options: withDefaults(spec.Options, c.cfg.Defaults),
 		Branches: spec.Branches, SpecHash: specHash(spec),
 	}
 	return c.create(ctx, t, minted)
@@ -107,8 +123,9 @@ const (
 	DecisionPending Decision = "pending"
 )
 
-// Decision tells a participant in doubt what was decided for gid. Presumed
-// abort: a gid with no record was never decided to commit.
+// Decision tells a participant in doubt what was decided for gid, a 2PC or
+// a 3PC transaction. Presumed abort: a gid with no record was never
+// decided to commit. A 3PC transaction in its pre-commit phase is pending.
 func (c *Coordinator) Decision(ctx context.Context, gid string) (Decision, error) {
 	t, err := c.Get(ctx, gid)
 	if errors.Is(err, ErrNotFound) {
@@ -117,8 +134,8 @@ func (c *Coordinator) Decision(ctx context.Context, gid string) (Decision, error
 	if err != nil {
 		return "", err
 	}
-	if t.Mode != protocol.ModeTwoPC {
-		return "", fmt.Errorf("%w: %s is a %s transaction; decisions are for 2pc", protocol.ErrInvalidTransition, gid, t.Mode)
+	if t.Mode != protocol.ModeTwoPC && t.Mode != protocol.ModeThreePC {
+		return "", fmt.Errorf("%w: %s is a %s transaction; decisions are for 2pc and 3pc", protocol.ErrInvalidTransition, gid, t.Mode)
 	}
 	switch {
 	case t.Status == protocol.StatusCommitting, t.Status == protocol.StatusSucceeded,

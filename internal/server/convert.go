@@ -29,6 +29,9 @@ func toProto(t protocol.Txn) *v1.Transaction {
 			ForwardStatus: string(b.Fwd.Status), BackwardStatus: string(b.Bwd.Status),
 			After: b.After, PayloadBytes: int64(len(b.Payload)),
 		}
+		if b.MidOp != "" {
+			pb.MidOp, pb.MidStatus = string(b.MidOp), string(b.Mid.Status)
+		}
 		for _, a := range b.History {
 			pb.Attempts = append(pb.Attempts, &v1.Attempt{
 				Op: string(a.Op), Number: int32(a.Number), StartedAtUnixMs: ms(a.Started),

@@ -96,18 +96,35 @@ func (s *Service) SubmitSaga(ctx context.Context, req *connect.Request[v1.Submit
 
 func (s *Service) SubmitTwoPC(ctx context.Context, req *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	r := req.Msg
-	if err := s.checkTwoPC(r); err != nil {
+	if err := s.checkCommit("2pc", r.Gid, r.Branches, r.Options); err != nil {
 		return nil, invalid(err)
 	}
-	spec := coordinator.TwoPCSpec{GID: r.Gid, Options: optionsFromProto(r.Options)}
-	for _, b := range r.Branches {
-		spec.Branches = append(spec.Branches, protocol.Branch{ID: b.Id, ForwardURL: b.Url, Payload: []byte(b.Payload)})
-	}
-	t, err := s.coord.SubmitTwoPC(ctx, spec)
+	t, err := s.coord.SubmitTwoPC(ctx, commitSpec(r.Gid, r.Branches, r.Options))
 	if err != nil {
 		return nil, apiError(err)
 	}
 	return s.respond(ctx, t, r.Wait)
+}
+
+func (s *Service) SubmitThreePC(ctx context.Context, req *connect.Request[v1.SubmitThreePCRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	r := req.Msg
+	if err := s.checkCommit("3pc", r.Gid, r.Branches, r.Options); err != nil {
+		return nil, invalid(err)
+	}
+	t, err := s.coord.SubmitThreePC(ctx, coordinator.ThreePCSpec(commitSpec(r.Gid, r.Branches, r.Options)))
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return s.respond(ctx, t, r.Wait)
+}
+
+// commitSpec converts a 2PC or 3PC submission: one URL per branch.
+func commitSpec(gid string, branches []*v1.TwoPCBranch, o *v1.TransactionOptions) coordinator.TwoPCSpec {
+	spec := coordinator.TwoPCSpec{GID: gid, Options: optionsFromProto(o)}
+	for _, b := range branches {
+		spec.Branches = append(spec.Branches, protocol.Branch{ID: b.Id, ForwardURL: b.Url, Payload: []byte(b.Payload)})
+	}
+	return spec
 }
 
 func (s *Service) GetDecision(ctx context.Context, req *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error) {

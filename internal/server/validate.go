@@ -145,17 +145,18 @@ func (s *Service) checkSaga(r *v1.SubmitSagaRequest) error {
 	return checkOptions(r.Options)
 }
 
-func (s *Service) checkTwoPC(r *v1.SubmitTwoPCRequest) error {
-	if err := checkID("gid", r.Gid, false); err != nil {
+// checkCommit checks a 2PC or 3PC submission (mode names it in errors).
+func (s *Service) checkCommit(mode, gid string, branches []*v1.TwoPCBranch, o *v1.TransactionOptions) error {
+	if err := checkID("gid", gid, false); err != nil {
 		return err
 	}
-	if len(r.Branches) == 0 {
-		return fmt.Errorf("branches: a 2pc transaction needs at least one branch")
+	if len(branches) == 0 {
+		return fmt.Errorf("branches: a %s transaction needs at least one branch", mode)
 	}
-	if len(r.Branches) > s.limits.MaxBranches {
-		return fmt.Errorf("branches: %d given, at most %d allowed", len(r.Branches), s.limits.MaxBranches)
+	if len(branches) > s.limits.MaxBranches {
+		return fmt.Errorf("branches: %d given, at most %d allowed", len(branches), s.limits.MaxBranches)
 	}
-	for i, b := range r.Branches {
+	for i, b := range branches {
 		what := fmt.Sprintf("branches[%d]", i)
 		if err := checkID(what+".id", b.Id, false); err != nil {
 			return err
@@ -167,7 +168,7 @@ func (s *Service) checkTwoPC(r *v1.SubmitTwoPCRequest) error {
 			return err
 		}
 	}
-	return checkOptions(r.Options)
+	return checkOptions(o)
 }
 
 func (s *Service) checkRegister(r *v1.RegisterBranchRequest) error {

@@ -20,7 +20,9 @@ type queries struct {
 	lock    string // state, intent of gid, branch_id; exclusive locking read
 	decide  string // state, decided_at, gid, branch_id
 	pending string // gid, branch_id, intent, prepared_at of every prepared row
-	state   string // state of gid, branch_id
+	// gid, branch_id, intent, prepared_at of every precommitted (3PC) row
+	precommitted string
+	state        string // state of gid, branch_id
 }
 
 func validDialect(d participant.Dialect) bool {
@@ -102,6 +104,8 @@ func newQueries(d participant.Dialect, table string) queries {
 	q.decide = "UPDATE " + table + " SET state = ?, decided_at = ? WHERE gid = ? AND branch_id = ?"
 	q.pending = "SELECT gid, branch_id, intent, prepared_at FROM " + table +
 		" WHERE state = '" + string(StatePrepared) + "' ORDER BY prepared_at, gid, branch_id"
+	q.precommitted = "SELECT gid, branch_id, intent, prepared_at FROM " + table +
+		" WHERE state = '" + string(StatePreCommitted) + "' ORDER BY prepared_at, gid, branch_id"
 	q.state = "SELECT state FROM " + table + " WHERE gid = ? AND branch_id = ?"
 
 	for _, p := range []*string{&q.insert, &q.read, &q.lock, &q.decide, &q.state} {

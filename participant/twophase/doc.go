@@ -55,6 +55,22 @@
 // client.Decision answers "commit", "abort" or "pending" (presumed abort:
 // a gid the coordinator does not know as committed is "abort").
 //
+// # Three-phase commit
+//
+// Store.ThreePC serves a 3PC branch on the same table, running the pure
+// participant machine of internal/protocol/threepc: can-commit asks
+// Resource.CanCommit (no work; the yes is kept in memory only), pre-commit
+// runs Check and stores the intent like a prepare (state precommitted),
+// do-commit runs Apply, abort runs Undo. Unlike a prepared 2PC branch, a
+// 3PC branch never asks the coordinator: a voted branch that hears no
+// pre-commit within VoteTimeout aborts, and a precommitted branch that
+// hears no do-commit or abort within DecisionTimeout commits on its own
+// (ThreePC.Run sweeps the timers, by the Store's clock). That is why 3PC
+// does not block when the coordinator dies, and why it can diverge: a
+// branch that missed an abort commits. The termination protocol, which
+// asks the other participants first, needs to know them; the coordinator
+// does not send that, so it is in the simulator only.
+//
 // # Databases
 //
 // Open SQLite with a busy timeout and immediate transactions (for

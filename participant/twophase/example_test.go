@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log"
 	"net/http"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -62,5 +63,62 @@ func ExampleStore_Handler() {
 		Apply: move(`UPDATE stock SET reserved = reserved - ? WHERE sku = ?`),
 		Undo:  move(`UPDATE stock SET qty = qty + ?1, reserved = reserved - ?1 WHERE sku = ?2`),
 	}))
+	log.Fatal(http.ListenAndServe("127.0.0.1:8081", nil))
+}
+
+// The same inventory as a three-phase commit participant. Can-commit only
+// looks (no transaction, nothing taken); pre-commit reserves, as prepare
+// did; do-commit ships. A reservation that hears nothing from the
+// coordinator for a minute ships on its own (the sweeper), which is what
+// makes 3PC non-blocking and able to diverge: see docs/protocols.md.
+func ExampleStore_ThreePC() {
+	db, err := sql.Open("sqlite", "file:inventory.db?_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		log.Fatal(err)
+	}
+	store, err := twophase.New(db, participant.SQLite)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := store.CreateTable(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	var qty func(payload []byte) int // decodes the payload (elided)
+	p, err := store.ThreePC(twophase.Resource{
+		CanCommit: func(ctx context.Context, _ participant.Branch, payload []byte) error {
+			var have int
+			if err := db.QueryRowContext(ctx, `SELECT qty FROM stock WHERE sku = 'shirt'`).Scan(&have); err != nil {
+				return err
+			}
+			if have < qty(payload) {
+				return participant.Reject("stock short") // no
+			}
+			return nil // yes; pre-commit checks again under its lock
+		},
+		Check: func(ctx context.Context, tx *sql.Tx, _ participant.Branch, payload []byte) error {
+			res, err := tx.ExecContext(ctx, `UPDATE stock SET qty = qty - ?1, reserved = reserved + ?1
+				WHERE sku = 'shirt' AND qty >= ?1`, qty(payload))
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return participant.Reject("stock short") // refuse the pre-commit
+			}
+			return nil
+		},
+		Apply: func(ctx context.Context, tx *sql.Tx, _ participant.Branch, intent []byte) error {
+			_, err := tx.ExecContext(ctx, `UPDATE stock SET reserved = reserved - ? WHERE sku = 'shirt'`, qty(intent))
+			return err
+		},
+		Undo: func(ctx context.Context, tx *sql.Tx, _ participant.Branch, intent []byte) error {
+			_, err := tx.ExecContext(ctx, `UPDATE stock SET qty = qty + ?1, reserved = reserved - ?1 WHERE sku = 'shirt'`, qty(intent))
+			return err
+		},
+	}, twophase.ThreePCConfig{VoteTimeout: 30 * time.Second, DecisionTimeout: time.Minute})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go p.Run(context.Background(), time.Second) // the timeouts
+	http.Handle("POST /3pc", p.Handler())
 	log.Fatal(http.ListenAndServe("127.0.0.1:8081", nil))
 }

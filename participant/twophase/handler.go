@@ -22,6 +22,12 @@ type Resource struct {
 	Apply func(ctx context.Context, tx *sql.Tx, b participant.Branch, intent []byte) error
 	// Undo releases what Check reserved.
 	Undo func(ctx context.Context, tx *sql.Tx, b participant.Branch, intent []byte) error
+	// CanCommit is 3PC's first phase only (ThreePC): a cheap question,
+	// asked without a transaction, that must take nothing. Return an error
+	// wrapping participant.ErrRejected to say no; any other error is a
+	// failure the coordinator retries. Nil: always yes. In 3PC, Check runs
+	// at pre-commit, with the same payload.
+	CanCommit func(ctx context.Context, b participant.Branch, payload []byte) error
 }
 
 // HandlerFunc returns the branch operation as a participant.HandlerFunc:
@@ -68,8 +74,12 @@ func (s *Store) HandlerFunc(r Resource) participant.HandlerFunc {
 //   - 500: anything else, including ErrNotPrepared on commit: the
 //     coordinator retries;
 //   - 400: a request without the branch headers or with another operation.
-func (s *Store) Handler(r Resource) http.Handler {
-	fn := s.HandlerFunc(r)
+func (s *Store) Handler(r Resource) http.Handler { return serve(s.HandlerFunc(r)) }
+
+// serve answers the coordinator's calls with fn in the participant wire
+// form; a request without branch headers or with an operation fn does not
+// serve is a 400.
+func serve(fn participant.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		b, err := participant.FromRequest(req)
 		if err != nil {

@@ -23,6 +23,11 @@ const (
 	StatePrepared  State = "prepared"
 	StateCommitted State = "committed"
 	StateAborted   State = "aborted"
+	// StatePreCommitted is a 3PC branch that did its work at pre-commit
+	// and waits for do-commit, abort or its own timeout (see ThreePC). A
+	// 2PC Commit or Abort ends it like a prepared branch; Pending does not
+	// list it: it never needs the coordinator's answer.
+	StatePreCommitted State = "precommitted"
 )
 
 // Errors, tested with errors.Is. A refused prepare wraps
@@ -122,6 +127,12 @@ func (s *Store) CreateTable(ctx context.Context) error {
 //   - otherwise check's or the database's error: nothing is prepared, and
 //     a retry is safe.
 func (s *Store) Prepare(ctx context.Context, b participant.Branch, check CheckFunc, intent []byte) error {
+	return s.prepareAs(ctx, StatePrepared, b, check, intent)
+}
+
+// prepareAs is Prepare leaving the branch in state st (prepared, or
+// precommitted for 3PC).
+func (s *Store) prepareAs(ctx context.Context, st State, b participant.Branch, check CheckFunc, intent []byte) error {
 	if err := validate(b); err != nil {
 		return err
 	}
@@ -134,7 +145,7 @@ func (s *Store) Prepare(ctx context.Context, b participant.Branch, check CheckFu
 	var rejected error
 	err := s.inTx(ctx, "prepare", b, func(tx *sql.Tx) error {
 		now := s.now().UnixMilli()
-		inserted, err := s.insert(ctx, tx, b, StatePrepared, intent, now)
+		inserted, err := s.insert(ctx, tx, b, st, intent, now)
 		if err != nil {
 			return err
 		}
@@ -147,7 +158,7 @@ func (s *Store) Prepare(ctx context.Context, b participant.Branch, check CheckFu
 				return fmt.Errorf("%w: %s: the branch is aborted (the abort came first, or an earlier prepare voted no)",
 					participant.ErrRejected, describe("prepare", b))
 			}
-			return nil // prepared or committed: a repeated delivery votes yes again
+			return nil // prepared, precommitted or committed: a repeated delivery votes yes again
 		}
 		if err := check(ctx, tx); err != nil {
 			if errors.Is(err, participant.ErrRejected) {
@@ -288,6 +299,41 @@ func (s *Store) Pending(ctx context.Context) ([]Prepared, error) {
 		return nil, fmt.Errorf("twophase: pending: %w", err)
 	}
 	return out, nil
+}
+
+// precommitted lists the 3PC branches waiting in state precommitted.
+func (s *Store) precommitted(ctx context.Context) ([]Prepared, error) {
+	rows, err := s.db.QueryContext(ctx, s.q.precommitted)
+	if err != nil {
+		return nil, fmt.Errorf("twophase: precommitted: %w", err)
+	}
+	defer rows.Close()
+	var out []Prepared
+	for rows.Next() {
+		var p Prepared
+		var at int64
+		if err := rows.Scan(&p.GID, &p.BranchID, &p.Intent, &at); err != nil {
+			return nil, fmt.Errorf("twophase: precommitted: %w", err)
+		}
+		p.PreparedAt = time.UnixMilli(at)
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("twophase: precommitted: %w", err)
+	}
+	return out, nil
+}
+
+// nullAbort records branch b as aborted if it has no row, running nothing,
+// and reports whether it did (false: the branch has a row already).
+func (s *Store) nullAbort(ctx context.Context, b participant.Branch) (bool, error) {
+	var inserted bool
+	err := s.inTx(ctx, "abort", b, func(tx *sql.Tx) error {
+		var err error
+		inserted, err = s.insert(ctx, tx, b, StateAborted, nil, s.now().UnixMilli())
+		return err
+	})
+	return inserted, err
 }
 
 // inTx runs fn in a local transaction and commits it if fn returns nil.

@@ -14,6 +14,10 @@
 //	Abort(ctx, db, d, b)         // phase two, abort decision
 //	Recover(ctx, db, d)          // prepared branches, for an orphan scan
 //
+// Handler also serves three-phase commit: can-commit is a 200, pre-commit
+// is Prepare, do-commit Commit, abort Abort; ThreePCTimeouts is the
+// pre-committed branches' decision timeout (commit on its own).
+//
 // # Naming
 //
 // Each branch (gid, branch id) is one prepared transaction named

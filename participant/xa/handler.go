@@ -30,6 +30,16 @@ type WorkFunc func(ctx context.Context, b participant.Branch, payload []byte, co
 //   - 500: anything else, including ErrNotPrepared on commit: the outcome
 //     is not what was asked, or not known, and the coordinator retries;
 //   - 400: a request without the branch headers or with another operation.
+//
+// The same endpoint serves three-phase commit (client.NewThreePC):
+// can-commit answers 200 without touching the database (the work and its
+// vote happen at pre-commit), pre-commit is Prepare (XA PREPARE, PREPARE
+// TRANSACTION; a refusal is 409), do-commit is Commit and abort is Abort.
+// A 3PC branch has no read-only vote: work returning ErrReadOnly at
+// pre-commit is answered 500. The participant's own timeouts are not in
+// the handler: a branch that said it can commit holds nothing, so its vote
+// timeout has nothing to release, and the decision timeout (a pre-committed
+// branch commits when it hears nothing) is a Resolver; see ThreePCTimeouts.
 func Handler(db *sql.DB, d Dialect, work WorkFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := branchFromRequest(r)
@@ -38,7 +48,9 @@ func Handler(db *sql.DB, d Dialect, work WorkFunc) http.Handler {
 			return
 		}
 		switch b.Op {
-		case participant.OpPrepare:
+		case participant.OpCanCommit:
+			err = nil
+		case participant.OpPrepare, participant.OpPreCommit:
 			payload, rerr := io.ReadAll(io.LimitReader(r.Body, participant.MaxBody))
 			if rerr != nil {
 				http.Error(w, "reading body: "+rerr.Error(), http.StatusInternalServerError)
@@ -47,7 +59,10 @@ func Handler(db *sql.DB, d Dialect, work WorkFunc) http.Handler {
 			err = Prepare(r.Context(), db, d, b, func(ctx context.Context, conn *sql.Conn) error {
 				return work(ctx, b, payload, conn)
 			})
-		case participant.OpCommit:
+			if b.Op == participant.OpPreCommit && errors.Is(err, participant.ErrReadOnly) {
+				err = fmt.Errorf("xa: %s: 3pc has no read-only vote: %s", describe(b), err.Error())
+			}
+		case participant.OpCommit, participant.OpDoCommit:
 			err = Commit(r.Context(), db, d, b)
 		case participant.OpAbort:
 			err = Abort(r.Context(), db, d, b)
@@ -56,7 +71,7 @@ func Handler(db *sql.DB, d Dialect, work WorkFunc) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if b.Op != participant.OpPrepare && errors.Is(err, participant.ErrRejected) {
+		if b.Op != participant.OpPrepare && b.Op != participant.OpPreCommit && errors.Is(err, participant.ErrRejected) {
 			// Only a vote may be "no"; a phase-two failure is never final.
 			err = fmt.Errorf("xa: %s failed: %s", b.Op, err.Error())
 		}
@@ -64,15 +79,16 @@ func Handler(db *sql.DB, d Dialect, work WorkFunc) http.Handler {
 	})
 }
 
-// branchFromRequest reads the branch headers of a 2PC call.
+// branchFromRequest reads the branch headers of a 2PC or 3PC call.
 func branchFromRequest(r *http.Request) (participant.Branch, error) {
 	b, err := participant.FromRequest(r)
 	if err != nil {
 		return b, err
 	}
 	switch b.Op {
-	case participant.OpPrepare, participant.OpCommit, participant.OpAbort:
+	case participant.OpPrepare, participant.OpCommit, participant.OpAbort,
+		participant.OpCanCommit, participant.OpPreCommit, participant.OpDoCommit:
 		return b, nil
 	}
-	return participant.Branch{}, fmt.Errorf("xa: operation %q is not prepare, commit or abort", b.Op)
+	return participant.Branch{}, fmt.Errorf("xa: operation %q is not prepare, commit, abort, can-commit, pre-commit or do-commit", b.Op)
 }

@@ -80,3 +80,81 @@ func TestHandler(t *testing.T) {
 		expect(call(participant.Branch{GID: strings.Repeat("g", 200), BranchID: "b"}, participant.OpCommit, ""), 400, "gid too long")
 	})
 }
+
+func TestHandlerThreePC(t *testing.T) {
+	forEach(t, func(t *testing.T, f *fixture) {
+		h := Handler(f.db, f.d, func(ctx context.Context, b participant.Branch, payload []byte, conn *sql.Conn) error {
+			v, err := strconv.Atoi(string(payload))
+			switch {
+			case err != nil:
+				return err
+			case v < 0:
+				return participant.Reject("negative amount %d", v)
+			case v == 0:
+				return participant.ErrReadOnly
+			}
+			_, err = conn.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s (id, v) VALUES (%d, %d)", f.table, v, v))
+			return err
+		})
+		call := func(b participant.Branch, op participant.Op, payload string, code int) {
+			t.Helper()
+			req := httptest.NewRequestWithContext(f.ctx, http.MethodPost, "/xa", strings.NewReader(payload))
+			b.Op, b.Mode = op, "3pc"
+			b.SetHeaders(req.Header)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != code {
+				t.Fatalf("%s of %s: %d %q, want %d", op, b.BranchID, rec.Code, rec.Body.String(), code)
+			}
+		}
+
+		yes := f.branch("yes")
+		call(yes, participant.OpCanCommit, "7", 200)
+		if f.prepared(yes) {
+			t.Fatal("can-commit prepared the branch")
+		}
+		call(yes, participant.OpPreCommit, "7", 200)
+		if !f.prepared(yes) {
+			t.Fatal("pre-commit did not prepare the branch")
+		}
+		call(yes, participant.OpDoCommit, "7", 200)
+		call(yes, participant.OpDoCommit, "7", 200)
+		if n := f.rows(f.db); n != 1 {
+			t.Fatalf("%d rows after do-commit, want 1", n)
+		}
+
+		no := f.branch("no")
+		call(no, participant.OpPreCommit, "-1", 409)
+		call(no, participant.OpAbort, "", 200)
+
+		undone := f.branch("undone")
+		call(undone, participant.OpPreCommit, "8", 200)
+		call(undone, participant.OpAbort, "", 200)
+		call(undone, participant.OpDoCommit, "", 500)
+		if n := f.rows(f.db); n != 1 {
+			t.Fatalf("%d rows after an abort, want 1", n)
+		}
+
+		call(f.branch("ro"), participant.OpPreCommit, "0", 500)
+
+		// The decision timeout: a pre-committed branch that hears nothing
+		// commits when the Resolver finds it old enough.
+		left := f.branch("left")
+		call(left, participant.OpPreCommit, "9", 200)
+		if _, err := ThreePCTimeouts(f.db, f.d, 0, nil); err == nil {
+			t.Fatal("ThreePCTimeouts without Match: no error")
+		}
+		r, err := ThreePCTimeouts(f.db, f.d, 0, func(p Prepared) bool { return p.GID == left.GID })
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := r.ResolveOnce(f.ctx)
+		if err != nil || rep.Committed != 1 {
+			t.Fatalf("timeout scan: %+v, %v; want one commit", rep, err)
+		}
+		call(left, participant.OpDoCommit, "", 200) // the coordinator agrees later
+		if n := f.rows(f.db); n != 2 {
+			t.Fatalf("%d rows after the timeout commit, want 2", n)
+		}
+	})
+}

@@ -79,6 +79,25 @@ type Resolver struct {
 	firstSeen map[string]time.Time // XID → first scan that listed it
 }
 
+// ThreePCTimeouts returns a Resolver that is the decision timeout of 3PC
+// branches served by Handler: every prepared branch that match selects and
+// that is older than after is committed, without asking anyone, the way a
+// pre-committed 3PC participant that hears nothing commits on its own (and
+// may thereby diverge: see docs/protocols.md). Run it with Resolver.Run.
+//
+// match is required and must select only 3PC branches (by gid or branch
+// id convention): XA RECOVER lists 2PC branches too, and committing a 2PC
+// branch on a timeout breaks atomicity.
+func ThreePCTimeouts(db *sql.DB, d Dialect, after time.Duration, match func(Prepared) bool) (*Resolver, error) {
+	if match == nil {
+		return nil, errors.New("xa: ThreePCTimeouts: a Match that selects the 3pc branches is required")
+	}
+	return &Resolver{
+		DB: db, Dialect: d, MinAge: after, Match: match,
+		Decide: func(context.Context, string) (string, error) { return DecisionCommit, nil },
+	}, nil
+}
+
 // Report counts what one scan did with the branches it considered.
 type Report struct {
 	Committed int // Decide said commit and Commit succeeded

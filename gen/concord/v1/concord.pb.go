@@ -35,9 +35,9 @@ type BranchRequest struct {
 	Gid      string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
 	BranchId string                 `protobuf:"bytes,2,opt,name=branch_id,json=branchId,proto3" json:"branch_id,omitempty"`
 	// action | compensate | try | confirm | cancel | prepare | commit | abort
-	// | deliver | check
+	// | can-commit | pre-commit | do-commit | deliver | check
 	Op string `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`
-	// saga | tcc | 2pc | msg
+	// saga | tcc | 2pc | 3pc | msg
 	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
 	// The branch payload, verbatim.
 	Payload       []byte `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
@@ -669,6 +669,79 @@ func (x *SubmitTwoPCRequest) GetWait() bool {
 	return false
 }
 
+type SubmitThreePCRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Gid   string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
+	// One URL per participant, as in 2PC: can-commit, pre-commit, do-commit
+	// and abort are all POSTed to it, told apart by the Concord-Op header.
+	Branches []*TwoPCBranch `protobuf:"bytes,2,rep,name=branches,proto3" json:"branches,omitempty"`
+	// timeout_ms bounds the can-commit phase and, afresh, the pre-commit
+	// phase.
+	Options *TransactionOptions `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	// Return only when the transaction is final (or stuck).
+	Wait          bool `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitThreePCRequest) Reset() {
+	*x = SubmitThreePCRequest{}
+	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitThreePCRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitThreePCRequest) ProtoMessage() {}
+
+func (x *SubmitThreePCRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitThreePCRequest.ProtoReflect.Descriptor instead.
+func (*SubmitThreePCRequest) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SubmitThreePCRequest) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *SubmitThreePCRequest) GetBranches() []*TwoPCBranch {
+	if x != nil {
+		return x.Branches
+	}
+	return nil
+}
+
+func (x *SubmitThreePCRequest) GetOptions() *TransactionOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *SubmitThreePCRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
 type MessageDestination struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional id, unique in the message; default "1", "2", ...
@@ -685,7 +758,7 @@ type MessageDestination struct {
 
 func (x *MessageDestination) Reset() {
 	*x = MessageDestination{}
-	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	mi := &file_concord_v1_concord_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +770,7 @@ func (x *MessageDestination) String() string {
 func (*MessageDestination) ProtoMessage() {}
 
 func (x *MessageDestination) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[10]
+	mi := &file_concord_v1_concord_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +783,7 @@ func (x *MessageDestination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageDestination.ProtoReflect.Descriptor instead.
 func (*MessageDestination) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{10}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MessageDestination) GetId() string {
@@ -753,7 +826,7 @@ type PrepareMessageRequest struct {
 
 func (x *PrepareMessageRequest) Reset() {
 	*x = PrepareMessageRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[11]
+	mi := &file_concord_v1_concord_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +838,7 @@ func (x *PrepareMessageRequest) String() string {
 func (*PrepareMessageRequest) ProtoMessage() {}
 
 func (x *PrepareMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[11]
+	mi := &file_concord_v1_concord_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +851,7 @@ func (x *PrepareMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareMessageRequest.ProtoReflect.Descriptor instead.
 func (*PrepareMessageRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{11}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PrepareMessageRequest) GetGid() string {
@@ -838,7 +911,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[12]
+	mi := &file_concord_v1_concord_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +923,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[12]
+	mi := &file_concord_v1_concord_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +936,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{12}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendMessageRequest) GetGid() string {
@@ -921,7 +994,7 @@ type EndMessageRequest struct {
 
 func (x *EndMessageRequest) Reset() {
 	*x = EndMessageRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[13]
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1006,7 @@ func (x *EndMessageRequest) String() string {
 func (*EndMessageRequest) ProtoMessage() {}
 
 func (x *EndMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[13]
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1019,7 @@ func (x *EndMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMessageRequest.ProtoReflect.Descriptor instead.
 func (*EndMessageRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{13}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EndMessageRequest) GetGid() string {
@@ -979,7 +1052,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1064,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1077,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetDecisionRequest) GetGid() string {
@@ -1024,7 +1097,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1109,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1122,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetDecisionResponse) GetDecision() string {
@@ -1069,7 +1142,7 @@ type BeginTCCRequest struct {
 
 func (x *BeginTCCRequest) Reset() {
 	*x = BeginTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1154,7 @@ func (x *BeginTCCRequest) String() string {
 func (*BeginTCCRequest) ProtoMessage() {}
 
 func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1167,7 @@ func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTCCRequest.ProtoReflect.Descriptor instead.
 func (*BeginTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BeginTCCRequest) GetGid() string {
@@ -1130,7 +1203,7 @@ type RegisterBranchRequest struct {
 
 func (x *RegisterBranchRequest) Reset() {
 	*x = RegisterBranchRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1215,7 @@ func (x *RegisterBranchRequest) String() string {
 func (*RegisterBranchRequest) ProtoMessage() {}
 
 func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1228,7 @@ func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchRequest.ProtoReflect.Descriptor instead.
 func (*RegisterBranchRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterBranchRequest) GetGid() string {
@@ -1216,7 +1289,7 @@ type RegisterBranchResponse struct {
 
 func (x *RegisterBranchResponse) Reset() {
 	*x = RegisterBranchResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1301,7 @@ func (x *RegisterBranchResponse) String() string {
 func (*RegisterBranchResponse) ProtoMessage() {}
 
 func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1314,7 @@ func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchResponse.ProtoReflect.Descriptor instead.
 func (*RegisterBranchResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RegisterBranchResponse) GetTransaction() *Transaction {
@@ -1262,7 +1335,7 @@ type EndTCCRequest struct {
 
 func (x *EndTCCRequest) Reset() {
 	*x = EndTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1347,7 @@ func (x *EndTCCRequest) String() string {
 func (*EndTCCRequest) ProtoMessage() {}
 
 func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1360,7 @@ func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTCCRequest.ProtoReflect.Descriptor instead.
 func (*EndTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EndTCCRequest) GetGid() string {
@@ -1315,7 +1388,7 @@ type GetTransactionRequest struct {
 
 func (x *GetTransactionRequest) Reset() {
 	*x = GetTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1400,7 @@ func (x *GetTransactionRequest) String() string {
 func (*GetTransactionRequest) ProtoMessage() {}
 
 func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1413,7 @@ func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionRequest.ProtoReflect.Descriptor instead.
 func (*GetTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetTransactionRequest) GetGid() string {
@@ -1373,7 +1446,7 @@ type GetTransactionResponse struct {
 
 func (x *GetTransactionResponse) Reset() {
 	*x = GetTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[21]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1458,7 @@ func (x *GetTransactionResponse) String() string {
 func (*GetTransactionResponse) ProtoMessage() {}
 
 func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[21]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1471,7 @@ func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionResponse.ProtoReflect.Descriptor instead.
 func (*GetTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{21}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetTransactionResponse) GetTransaction() *Transaction {
@@ -1422,7 +1495,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[22]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1507,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[22]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1520,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{22}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListTransactionsRequest) GetStatus() string {
@@ -1495,7 +1568,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[23]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1580,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[23]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1593,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{23}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -1546,7 +1619,7 @@ type RetryTransactionRequest struct {
 
 func (x *RetryTransactionRequest) Reset() {
 	*x = RetryTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[24]
+	mi := &file_concord_v1_concord_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1631,7 @@ func (x *RetryTransactionRequest) String() string {
 func (*RetryTransactionRequest) ProtoMessage() {}
 
 func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[24]
+	mi := &file_concord_v1_concord_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1644,7 @@ func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionRequest.ProtoReflect.Descriptor instead.
 func (*RetryTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{24}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RetryTransactionRequest) GetGid() string {
@@ -1590,7 +1663,7 @@ type RetryTransactionResponse struct {
 
 func (x *RetryTransactionResponse) Reset() {
 	*x = RetryTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[25]
+	mi := &file_concord_v1_concord_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1675,7 @@ func (x *RetryTransactionResponse) String() string {
 func (*RetryTransactionResponse) ProtoMessage() {}
 
 func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[25]
+	mi := &file_concord_v1_concord_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1688,7 @@ func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionResponse.ProtoReflect.Descriptor instead.
 func (*RetryTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{25}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RetryTransactionResponse) GetTransaction() *Transaction {
@@ -1635,7 +1708,7 @@ type AbortTransactionRequest struct {
 
 func (x *AbortTransactionRequest) Reset() {
 	*x = AbortTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[26]
+	mi := &file_concord_v1_concord_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1720,7 @@ func (x *AbortTransactionRequest) String() string {
 func (*AbortTransactionRequest) ProtoMessage() {}
 
 func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[26]
+	mi := &file_concord_v1_concord_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1733,7 @@ func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionRequest.ProtoReflect.Descriptor instead.
 func (*AbortTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{26}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AbortTransactionRequest) GetGid() string {
@@ -1686,7 +1759,7 @@ type AbortTransactionResponse struct {
 
 func (x *AbortTransactionResponse) Reset() {
 	*x = AbortTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[27]
+	mi := &file_concord_v1_concord_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1771,7 @@ func (x *AbortTransactionResponse) String() string {
 func (*AbortTransactionResponse) ProtoMessage() {}
 
 func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[27]
+	mi := &file_concord_v1_concord_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1784,7 @@ func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionResponse.ProtoReflect.Descriptor instead.
 func (*AbortTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{27}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AbortTransactionResponse) GetTransaction() *Transaction {
@@ -1749,7 +1822,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_concord_v1_concord_proto_msgTypes[28]
+	mi := &file_concord_v1_concord_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1834,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[28]
+	mi := &file_concord_v1_concord_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1847,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{28}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Transaction) GetGid() string {
@@ -1874,20 +1947,24 @@ type Branch struct {
 	// Saga: action + compensate. TCC: confirm + cancel.
 	ForwardUrl     string     `protobuf:"bytes,2,opt,name=forward_url,json=forwardUrl,proto3" json:"forward_url,omitempty"`
 	BackwardUrl    string     `protobuf:"bytes,3,opt,name=backward_url,json=backwardUrl,proto3" json:"backward_url,omitempty"`
-	ForwardOp      string     `protobuf:"bytes,4,opt,name=forward_op,json=forwardOp,proto3" json:"forward_op,omitempty"`    // action | confirm
-	BackwardOp     string     `protobuf:"bytes,5,opt,name=backward_op,json=backwardOp,proto3" json:"backward_op,omitempty"` // compensate | cancel
+	ForwardOp      string     `protobuf:"bytes,4,opt,name=forward_op,json=forwardOp,proto3" json:"forward_op,omitempty"`    // action | confirm | prepare | can-commit | deliver | check
+	BackwardOp     string     `protobuf:"bytes,5,opt,name=backward_op,json=backwardOp,proto3" json:"backward_op,omitempty"` // compensate | cancel | commit | abort | do-commit
 	ForwardStatus  string     `protobuf:"bytes,6,opt,name=forward_status,json=forwardStatus,proto3" json:"forward_status,omitempty"`
 	BackwardStatus string     `protobuf:"bytes,7,opt,name=backward_status,json=backwardStatus,proto3" json:"backward_status,omitempty"`
 	After          []string   `protobuf:"bytes,8,rep,name=after,proto3" json:"after,omitempty"`
 	PayloadBytes   int64      `protobuf:"varint,9,opt,name=payload_bytes,json=payloadBytes,proto3" json:"payload_bytes,omitempty"`
 	Attempts       []*Attempt `protobuf:"bytes,10,rep,name=attempts,proto3" json:"attempts,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// 3PC only: the operation between forward and backward (pre-commit),
+	// sent to forward_url, and its status.
+	MidOp         string `protobuf:"bytes,11,opt,name=mid_op,json=midOp,proto3" json:"mid_op,omitempty"`
+	MidStatus     string `protobuf:"bytes,12,opt,name=mid_status,json=midStatus,proto3" json:"mid_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Branch) Reset() {
 	*x = Branch{}
-	mi := &file_concord_v1_concord_proto_msgTypes[29]
+	mi := &file_concord_v1_concord_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +1976,7 @@ func (x *Branch) String() string {
 func (*Branch) ProtoMessage() {}
 
 func (x *Branch) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[29]
+	mi := &file_concord_v1_concord_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +1989,7 @@ func (x *Branch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Branch.ProtoReflect.Descriptor instead.
 func (*Branch) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{29}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Branch) GetId() string {
@@ -1985,6 +2062,20 @@ func (x *Branch) GetAttempts() []*Attempt {
 	return nil
 }
 
+func (x *Branch) GetMidOp() string {
+	if x != nil {
+		return x.MidOp
+	}
+	return ""
+}
+
+func (x *Branch) GetMidStatus() string {
+	if x != nil {
+		return x.MidStatus
+	}
+	return ""
+}
+
 type Attempt struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Op              string                 `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
@@ -2000,7 +2091,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_concord_v1_concord_proto_msgTypes[30]
+	mi := &file_concord_v1_concord_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2103,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[30]
+	mi := &file_concord_v1_concord_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2116,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{30}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Attempt) GetOp() string {
@@ -2123,6 +2214,11 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x123\n" +
 	"\bbranches\x18\x02 \x03(\v2\x17.concord.v1.TwoPCBranchR\bbranches\x128\n" +
 	"\aoptions\x18\x03 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\x12\x12\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\"\xab\x01\n" +
+	"\x14SubmitThreePCRequest\x12\x10\n" +
+	"\x03gid\x18\x01 \x01(\tR\x03gid\x123\n" +
+	"\bbranches\x18\x02 \x03(\v2\x17.concord.v1.TwoPCBranchR\bbranches\x128\n" +
+	"\aoptions\x18\x03 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\x12\x12\n" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\"P\n" +
 	"\x12MessageDestination\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
@@ -2209,7 +2305,7 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"concurrent\x12.\n" +
 	"\bbranches\x18\v \x03(\v2\x12.concord.v1.BranchR\bbranches\x12%\n" +
 	"\x0etotal_attempts\x18\f \x01(\x05R\rtotalAttempts\x12!\n" +
-	"\fstuck_reason\x18\r \x01(\tR\vstuckReason\"\xd8\x02\n" +
+	"\fstuck_reason\x18\r \x01(\tR\vstuckReason\"\x8e\x03\n" +
 	"\x06Branch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vforward_url\x18\x02 \x01(\tR\n" +
@@ -2224,7 +2320,10 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\x05after\x18\b \x03(\tR\x05after\x12#\n" +
 	"\rpayload_bytes\x18\t \x01(\x03R\fpayloadBytes\x12/\n" +
 	"\battempts\x18\n" +
-	" \x03(\v2\x13.concord.v1.AttemptR\battempts\"\xaf\x01\n" +
+	" \x03(\v2\x13.concord.v1.AttemptR\battempts\x12\x15\n" +
+	"\x06mid_op\x18\v \x01(\tR\x05midOp\x12\x1d\n" +
+	"\n" +
+	"mid_status\x18\f \x01(\tR\tmidStatus\"\xaf\x01\n" +
 	"\aAttempt\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x16\n" +
 	"\x06number\x18\x02 \x01(\x05R\x06number\x12+\n" +
@@ -2232,7 +2331,7 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\vduration_us\x18\x04 \x01(\x03R\n" +
 	"durationUs\x12\x18\n" +
 	"\aoutcome\x18\x05 \x01(\tR\aoutcome\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error2\x8a\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error2\xd9\n" +
 	"\n" +
 	"\x12CoordinatorService\x12?\n" +
 	"\x06NewGID\x12\x19.concord.v1.NewGIDRequest\x1a\x1a.concord.v1.NewGIDResponse\x12G\n" +
@@ -2242,7 +2341,8 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\x0eRegisterBranch\x12!.concord.v1.RegisterBranchRequest\x1a\".concord.v1.RegisterBranchResponse\x12B\n" +
 	"\tCommitTCC\x12\x19.concord.v1.EndTCCRequest\x1a\x1a.concord.v1.SubmitResponse\x12D\n" +
 	"\vRollbackTCC\x12\x19.concord.v1.EndTCCRequest\x1a\x1a.concord.v1.SubmitResponse\x12I\n" +
-	"\vSubmitTwoPC\x12\x1e.concord.v1.SubmitTwoPCRequest\x1a\x1a.concord.v1.SubmitResponse\x12O\n" +
+	"\vSubmitTwoPC\x12\x1e.concord.v1.SubmitTwoPCRequest\x1a\x1a.concord.v1.SubmitResponse\x12M\n" +
+	"\rSubmitThreePC\x12 .concord.v1.SubmitThreePCRequest\x1a\x1a.concord.v1.SubmitResponse\x12O\n" +
 	"\x0ePrepareMessage\x12!.concord.v1.PrepareMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12J\n" +
 	"\rSubmitMessage\x12\x1d.concord.v1.EndMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12I\n" +
 	"\fAbortMessage\x12\x1d.concord.v1.EndMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12I\n" +
@@ -2267,7 +2367,7 @@ func file_concord_v1_concord_proto_rawDescGZIP() []byte {
 	return file_concord_v1_concord_proto_rawDescData
 }
 
-var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_concord_v1_concord_proto_goTypes = []any{
 	(*BranchRequest)(nil),            // 0: concord.v1.BranchRequest
 	(*BranchResponse)(nil),           // 1: concord.v1.BranchResponse
@@ -2279,86 +2379,91 @@ var file_concord_v1_concord_proto_goTypes = []any{
 	(*SubmitResponse)(nil),           // 7: concord.v1.SubmitResponse
 	(*TwoPCBranch)(nil),              // 8: concord.v1.TwoPCBranch
 	(*SubmitTwoPCRequest)(nil),       // 9: concord.v1.SubmitTwoPCRequest
-	(*MessageDestination)(nil),       // 10: concord.v1.MessageDestination
-	(*PrepareMessageRequest)(nil),    // 11: concord.v1.PrepareMessageRequest
-	(*SendMessageRequest)(nil),       // 12: concord.v1.SendMessageRequest
-	(*EndMessageRequest)(nil),        // 13: concord.v1.EndMessageRequest
-	(*GetDecisionRequest)(nil),       // 14: concord.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),      // 15: concord.v1.GetDecisionResponse
-	(*BeginTCCRequest)(nil),          // 16: concord.v1.BeginTCCRequest
-	(*RegisterBranchRequest)(nil),    // 17: concord.v1.RegisterBranchRequest
-	(*RegisterBranchResponse)(nil),   // 18: concord.v1.RegisterBranchResponse
-	(*EndTCCRequest)(nil),            // 19: concord.v1.EndTCCRequest
-	(*GetTransactionRequest)(nil),    // 20: concord.v1.GetTransactionRequest
-	(*GetTransactionResponse)(nil),   // 21: concord.v1.GetTransactionResponse
-	(*ListTransactionsRequest)(nil),  // 22: concord.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil), // 23: concord.v1.ListTransactionsResponse
-	(*RetryTransactionRequest)(nil),  // 24: concord.v1.RetryTransactionRequest
-	(*RetryTransactionResponse)(nil), // 25: concord.v1.RetryTransactionResponse
-	(*AbortTransactionRequest)(nil),  // 26: concord.v1.AbortTransactionRequest
-	(*AbortTransactionResponse)(nil), // 27: concord.v1.AbortTransactionResponse
-	(*Transaction)(nil),              // 28: concord.v1.Transaction
-	(*Branch)(nil),                   // 29: concord.v1.Branch
-	(*Attempt)(nil),                  // 30: concord.v1.Attempt
+	(*SubmitThreePCRequest)(nil),     // 10: concord.v1.SubmitThreePCRequest
+	(*MessageDestination)(nil),       // 11: concord.v1.MessageDestination
+	(*PrepareMessageRequest)(nil),    // 12: concord.v1.PrepareMessageRequest
+	(*SendMessageRequest)(nil),       // 13: concord.v1.SendMessageRequest
+	(*EndMessageRequest)(nil),        // 14: concord.v1.EndMessageRequest
+	(*GetDecisionRequest)(nil),       // 15: concord.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),      // 16: concord.v1.GetDecisionResponse
+	(*BeginTCCRequest)(nil),          // 17: concord.v1.BeginTCCRequest
+	(*RegisterBranchRequest)(nil),    // 18: concord.v1.RegisterBranchRequest
+	(*RegisterBranchResponse)(nil),   // 19: concord.v1.RegisterBranchResponse
+	(*EndTCCRequest)(nil),            // 20: concord.v1.EndTCCRequest
+	(*GetTransactionRequest)(nil),    // 21: concord.v1.GetTransactionRequest
+	(*GetTransactionResponse)(nil),   // 22: concord.v1.GetTransactionResponse
+	(*ListTransactionsRequest)(nil),  // 23: concord.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil), // 24: concord.v1.ListTransactionsResponse
+	(*RetryTransactionRequest)(nil),  // 25: concord.v1.RetryTransactionRequest
+	(*RetryTransactionResponse)(nil), // 26: concord.v1.RetryTransactionResponse
+	(*AbortTransactionRequest)(nil),  // 27: concord.v1.AbortTransactionRequest
+	(*AbortTransactionResponse)(nil), // 28: concord.v1.AbortTransactionResponse
+	(*Transaction)(nil),              // 29: concord.v1.Transaction
+	(*Branch)(nil),                   // 30: concord.v1.Branch
+	(*Attempt)(nil),                  // 31: concord.v1.Attempt
 }
 var file_concord_v1_concord_proto_depIdxs = []int32{
 	5,  // 0: concord.v1.SubmitSagaRequest.branches:type_name -> concord.v1.SagaBranch
 	4,  // 1: concord.v1.SubmitSagaRequest.options:type_name -> concord.v1.TransactionOptions
-	28, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
+	29, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
 	8,  // 3: concord.v1.SubmitTwoPCRequest.branches:type_name -> concord.v1.TwoPCBranch
 	4,  // 4: concord.v1.SubmitTwoPCRequest.options:type_name -> concord.v1.TransactionOptions
-	10, // 5: concord.v1.PrepareMessageRequest.destinations:type_name -> concord.v1.MessageDestination
-	4,  // 6: concord.v1.PrepareMessageRequest.options:type_name -> concord.v1.TransactionOptions
-	10, // 7: concord.v1.SendMessageRequest.destinations:type_name -> concord.v1.MessageDestination
-	4,  // 8: concord.v1.SendMessageRequest.options:type_name -> concord.v1.TransactionOptions
-	4,  // 9: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
-	4,  // 10: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
-	28, // 11: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
-	28, // 12: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	28, // 13: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
-	28, // 14: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	28, // 15: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	29, // 16: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
-	30, // 17: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
-	2,  // 18: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
-	6,  // 19: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
-	16, // 20: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
-	17, // 21: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
-	19, // 22: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
-	19, // 23: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
-	9,  // 24: concord.v1.CoordinatorService.SubmitTwoPC:input_type -> concord.v1.SubmitTwoPCRequest
-	11, // 25: concord.v1.CoordinatorService.PrepareMessage:input_type -> concord.v1.PrepareMessageRequest
-	13, // 26: concord.v1.CoordinatorService.SubmitMessage:input_type -> concord.v1.EndMessageRequest
-	13, // 27: concord.v1.CoordinatorService.AbortMessage:input_type -> concord.v1.EndMessageRequest
-	12, // 28: concord.v1.CoordinatorService.SendMessage:input_type -> concord.v1.SendMessageRequest
-	14, // 29: concord.v1.CoordinatorService.GetDecision:input_type -> concord.v1.GetDecisionRequest
-	20, // 30: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
-	22, // 31: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
-	24, // 32: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
-	26, // 33: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
-	0,  // 34: concord.v1.BranchService.Handle:input_type -> concord.v1.BranchRequest
-	3,  // 35: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
-	7,  // 36: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
-	7,  // 37: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
-	18, // 38: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
-	7,  // 39: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
-	7,  // 40: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
-	7,  // 41: concord.v1.CoordinatorService.SubmitTwoPC:output_type -> concord.v1.SubmitResponse
-	7,  // 42: concord.v1.CoordinatorService.PrepareMessage:output_type -> concord.v1.SubmitResponse
-	7,  // 43: concord.v1.CoordinatorService.SubmitMessage:output_type -> concord.v1.SubmitResponse
-	7,  // 44: concord.v1.CoordinatorService.AbortMessage:output_type -> concord.v1.SubmitResponse
-	7,  // 45: concord.v1.CoordinatorService.SendMessage:output_type -> concord.v1.SubmitResponse
-	15, // 46: concord.v1.CoordinatorService.GetDecision:output_type -> concord.v1.GetDecisionResponse
-	21, // 47: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
-	23, // 48: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
-	25, // 49: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
-	27, // 50: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
-	1,  // 51: concord.v1.BranchService.Handle:output_type -> concord.v1.BranchResponse
-	35, // [35:52] is the sub-list for method output_type
-	18, // [18:35] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	8,  // 5: concord.v1.SubmitThreePCRequest.branches:type_name -> concord.v1.TwoPCBranch
+	4,  // 6: concord.v1.SubmitThreePCRequest.options:type_name -> concord.v1.TransactionOptions
+	11, // 7: concord.v1.PrepareMessageRequest.destinations:type_name -> concord.v1.MessageDestination
+	4,  // 8: concord.v1.PrepareMessageRequest.options:type_name -> concord.v1.TransactionOptions
+	11, // 9: concord.v1.SendMessageRequest.destinations:type_name -> concord.v1.MessageDestination
+	4,  // 10: concord.v1.SendMessageRequest.options:type_name -> concord.v1.TransactionOptions
+	4,  // 11: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
+	4,  // 12: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
+	29, // 13: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
+	29, // 14: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	29, // 15: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
+	29, // 16: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	29, // 17: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	30, // 18: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
+	31, // 19: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
+	2,  // 20: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
+	6,  // 21: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
+	17, // 22: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
+	18, // 23: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
+	20, // 24: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
+	20, // 25: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
+	9,  // 26: concord.v1.CoordinatorService.SubmitTwoPC:input_type -> concord.v1.SubmitTwoPCRequest
+	10, // 27: concord.v1.CoordinatorService.SubmitThreePC:input_type -> concord.v1.SubmitThreePCRequest
+	12, // 28: concord.v1.CoordinatorService.PrepareMessage:input_type -> concord.v1.PrepareMessageRequest
+	14, // 29: concord.v1.CoordinatorService.SubmitMessage:input_type -> concord.v1.EndMessageRequest
+	14, // 30: concord.v1.CoordinatorService.AbortMessage:input_type -> concord.v1.EndMessageRequest
+	13, // 31: concord.v1.CoordinatorService.SendMessage:input_type -> concord.v1.SendMessageRequest
+	15, // 32: concord.v1.CoordinatorService.GetDecision:input_type -> concord.v1.GetDecisionRequest
+	21, // 33: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
+	23, // 34: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
+	25, // 35: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
+	27, // 36: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
+	0,  // 37: concord.v1.BranchService.Handle:input_type -> concord.v1.BranchRequest
+	3,  // 38: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
+	7,  // 39: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
+	7,  // 40: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
+	19, // 41: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
+	7,  // 42: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
+	7,  // 43: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
+	7,  // 44: concord.v1.CoordinatorService.SubmitTwoPC:output_type -> concord.v1.SubmitResponse
+	7,  // 45: concord.v1.CoordinatorService.SubmitThreePC:output_type -> concord.v1.SubmitResponse
+	7,  // 46: concord.v1.CoordinatorService.PrepareMessage:output_type -> concord.v1.SubmitResponse
+	7,  // 47: concord.v1.CoordinatorService.SubmitMessage:output_type -> concord.v1.SubmitResponse
+	7,  // 48: concord.v1.CoordinatorService.AbortMessage:output_type -> concord.v1.SubmitResponse
+	7,  // 49: concord.v1.CoordinatorService.SendMessage:output_type -> concord.v1.SubmitResponse
+	16, // 50: concord.v1.CoordinatorService.GetDecision:output_type -> concord.v1.GetDecisionResponse
+	22, // 51: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
+	24, // 52: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
+	26, // 53: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
+	28, // 54: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
+	1,  // 55: concord.v1.BranchService.Handle:output_type -> concord.v1.BranchResponse
+	38, // [38:56] is the sub-list for method output_type
+	20, // [20:38] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_concord_v1_concord_proto_init() }
@@ -2372,7 +2477,7 @@ func file_concord_v1_concord_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_concord_v1_concord_proto_rawDesc), len(file_concord_v1_concord_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

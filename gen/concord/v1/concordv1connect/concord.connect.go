@@ -65,6 +65,9 @@ const (
 	// CoordinatorServiceSubmitTwoPCProcedure is the fully-qualified name of the CoordinatorService's
 	// SubmitTwoPC RPC.
 	CoordinatorServiceSubmitTwoPCProcedure = "/concord.v1.CoordinatorService/SubmitTwoPC"
+	// CoordinatorServiceSubmitThreePCProcedure is the fully-qualified name of the CoordinatorService's
+	// SubmitThreePC RPC.
+	CoordinatorServiceSubmitThreePCProcedure = "/concord.v1.CoordinatorService/SubmitThreePC"
 	// CoordinatorServicePrepareMessageProcedure is the fully-qualified name of the CoordinatorService's
 	// PrepareMessage RPC.
 	CoordinatorServicePrepareMessageProcedure = "/concord.v1.CoordinatorService/PrepareMessage"
@@ -122,6 +125,17 @@ type CoordinatorServiceClient interface {
 	// the decision is forced to the log, then phase 2 commits (retried until
 	// acknowledged) or aborts (presumed abort). Same gid rules as sagas.
 	SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitThreePC durably accepts a three-phase commit transaction and
+	// runs it: every participant is asked whether it can commit (no work
+	// done); if all say yes, the pre-commit phase is forced to the log and
+	// every participant is told to pre-commit (do the work durably, not
+	// visibly); once all acknowledge, the commit decision is forced and
+	// do-commit is retried until acknowledged. A no, a refused pre-commit or
+	// the deadline (options.timeout_ms, counted afresh for each undecided
+	// phase) aborts. Participants have timeouts of their own and may decide
+	// without the coordinator (see docs/protocols.md). Same gid rules as
+	// sagas.
+	SubmitThreePC(context.Context, *connect.Request[v1.SubmitThreePCRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// PrepareMessage durably holds a transactional ("half") message: it is
 	// not delivered until the producer's local transaction commits and the
 	// producer calls SubmitMessage, and it is dropped by AbortMessage. If
@@ -143,7 +157,9 @@ type CoordinatorServiceClient interface {
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// GetDecision answers a participant that waited too long for phase 2:
 	// commit, abort, or pending. A gid the coordinator does not know was
-	// never decided to commit, so the answer is abort (presumed abort).
+	// never decided to commit, so the answer is abort (presumed abort). It
+	// answers for 2PC and 3PC transactions; a 3PC transaction in its
+	// pre-commit phase is pending.
 	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 	// GetTransaction returns a transaction with every branch's history.
 	// With wait set, it blocks (up to the request deadline or wait_timeout_ms)
@@ -213,6 +229,12 @@ func NewCoordinatorServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(coordinatorServiceMethods.ByName("SubmitTwoPC")),
 			connect.WithClientOptions(opts...),
 		),
+		submitThreePC: connect.NewClient[v1.SubmitThreePCRequest, v1.SubmitResponse](
+			httpClient,
+			baseURL+CoordinatorServiceSubmitThreePCProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("SubmitThreePC")),
+			connect.WithClientOptions(opts...),
+		),
 		prepareMessage: connect.NewClient[v1.PrepareMessageRequest, v1.SubmitResponse](
 			httpClient,
 			baseURL+CoordinatorServicePrepareMessageProcedure,
@@ -279,6 +301,7 @@ type coordinatorServiceClient struct {
 	commitTCC        *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
 	rollbackTCC      *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
 	submitTwoPC      *connect.Client[v1.SubmitTwoPCRequest, v1.SubmitResponse]
+	submitThreePC    *connect.Client[v1.SubmitThreePCRequest, v1.SubmitResponse]
 	prepareMessage   *connect.Client[v1.PrepareMessageRequest, v1.SubmitResponse]
 	submitMessage    *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
 	abortMessage     *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
@@ -323,6 +346,11 @@ func (c *coordinatorServiceClient) RollbackTCC(ctx context.Context, req *connect
 // SubmitTwoPC calls concord.v1.CoordinatorService.SubmitTwoPC.
 func (c *coordinatorServiceClient) SubmitTwoPC(ctx context.Context, req *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return c.submitTwoPC.CallUnary(ctx, req)
+}
+
+// SubmitThreePC calls concord.v1.CoordinatorService.SubmitThreePC.
+func (c *coordinatorServiceClient) SubmitThreePC(ctx context.Context, req *connect.Request[v1.SubmitThreePCRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return c.submitThreePC.CallUnary(ctx, req)
 }
 
 // PrepareMessage calls concord.v1.CoordinatorService.PrepareMessage.
@@ -396,6 +424,17 @@ type CoordinatorServiceHandler interface {
 	// the decision is forced to the log, then phase 2 commits (retried until
 	// acknowledged) or aborts (presumed abort). Same gid rules as sagas.
 	SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitThreePC durably accepts a three-phase commit transaction and
+	// runs it: every participant is asked whether it can commit (no work
+	// done); if all say yes, the pre-commit phase is forced to the log and
+	// every participant is told to pre-commit (do the work durably, not
+	// visibly); once all acknowledge, the commit decision is forced and
+	// do-commit is retried until acknowledged. A no, a refused pre-commit or
+	// the deadline (options.timeout_ms, counted afresh for each undecided
+	// phase) aborts. Participants have timeouts of their own and may decide
+	// without the coordinator (see docs/protocols.md). Same gid rules as
+	// sagas.
+	SubmitThreePC(context.Context, *connect.Request[v1.SubmitThreePCRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// PrepareMessage durably holds a transactional ("half") message: it is
 	// not delivered until the producer's local transaction commits and the
 	// producer calls SubmitMessage, and it is dropped by AbortMessage. If
@@ -417,7 +456,9 @@ type CoordinatorServiceHandler interface {
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
 	// GetDecision answers a participant that waited too long for phase 2:
 	// commit, abort, or pending. A gid the coordinator does not know was
-	// never decided to commit, so the answer is abort (presumed abort).
+	// never decided to commit, so the answer is abort (presumed abort). It
+	// answers for 2PC and 3PC transactions; a 3PC transaction in its
+	// pre-commit phase is pending.
 	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 	// GetTransaction returns a transaction with every branch's history.
 	// With wait set, it blocks (up to the request deadline or wait_timeout_ms)
@@ -481,6 +522,12 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 		CoordinatorServiceSubmitTwoPCProcedure,
 		svc.SubmitTwoPC,
 		connect.WithSchema(coordinatorServiceMethods.ByName("SubmitTwoPC")),
+		connect.WithHandlerOptions(opts...),
+	)
+	coordinatorServiceSubmitThreePCHandler := connect.NewUnaryHandler(
+		CoordinatorServiceSubmitThreePCProcedure,
+		svc.SubmitThreePC,
+		connect.WithSchema(coordinatorServiceMethods.ByName("SubmitThreePC")),
 		connect.WithHandlerOptions(opts...),
 	)
 	coordinatorServicePrepareMessageHandler := connect.NewUnaryHandler(
@@ -553,6 +600,8 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 			coordinatorServiceRollbackTCCHandler.ServeHTTP(w, r)
 		case CoordinatorServiceSubmitTwoPCProcedure:
 			coordinatorServiceSubmitTwoPCHandler.ServeHTTP(w, r)
+		case CoordinatorServiceSubmitThreePCProcedure:
+			coordinatorServiceSubmitThreePCHandler.ServeHTTP(w, r)
 		case CoordinatorServicePrepareMessageProcedure:
 			coordinatorServicePrepareMessageHandler.ServeHTTP(w, r)
 		case CoordinatorServiceSubmitMessageProcedure:
@@ -606,6 +655,10 @@ func (UnimplementedCoordinatorServiceHandler) RollbackTCC(context.Context, *conn
 
 func (UnimplementedCoordinatorServiceHandler) SubmitTwoPC(context.Context, *connect.Request[v1.SubmitTwoPCRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.SubmitTwoPC is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) SubmitThreePC(context.Context, *connect.Request[v1.SubmitThreePCRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.SubmitThreePC is not implemented"))
 }
 
 func (UnimplementedCoordinatorServiceHandler) PrepareMessage(context.Context, *connect.Request[v1.PrepareMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
