@@ -41,7 +41,8 @@ type Config struct {
 	TLSCert string `name:"tls-cert" help:"PEM certificate file; with tls-key, serve HTTPS"`
 	TLSKey  string `name:"tls-key" help:"PEM private key file"`
 
-	AlertWebhook string `name:"alert-webhook" help:"URL that receives a JSON POST for every alert (stuck transaction)"`
+	AlertWebhook string        `name:"alert-webhook" help:"URL that receives a JSON POST for every alert (stuck transaction, in-doubt branch)"`
+	InDoubtAlert time.Duration `name:"in-doubt-alert" help:"alert once when a 2PC branch has waited this long for phase 2 after voting yes; 0 turns it off"`
 
 	MaxBranches     int           `name:"max-branches" help:"branches per transaction"`
 	MaxPayloadBytes int           `name:"max-payload-bytes" help:"bytes per branch payload"`
@@ -60,7 +61,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Addr: "127.0.0.1:7070", DataDir: "concord-data", Engine: "pebble", LogLevel: "info", LogFormat: "text",
-		Shared: "auto", LeaseTTL: 10 * time.Second, Migrate: true, RetentionInterval: time.Minute,
+		Shared: "auto", LeaseTTL: 10 * time.Second, Migrate: true, RetentionInterval: time.Minute, InDoubtAlert: 5 * time.Minute,
 		MaxBranches: 100, MaxPayloadBytes: 64 << 10, MaxRequestBytes: 4 << 20, MaxWait: 60 * time.Second,
 		Timeout: 60 * time.Second, BranchTimeout: 10 * time.Second, MaxAttempts: 8, MaxTotalAttempts: 64,
 		RetryInitial: 200 * time.Millisecond, RetryMax: 30 * time.Second,
@@ -92,6 +93,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("lease-ttl %v: must be at least 100ms", c.LeaseTTL))
+	}
+	if c.InDoubtAlert < 0 {
+		errs = append(errs, errors.New("in-doubt-alert must not be negative"))
 	}
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("retention must not be negative"))

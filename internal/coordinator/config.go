@@ -40,6 +40,10 @@ type Config struct {
 	RetentionInterval time.Duration
 	// RetentionBatch bounds the records one delete removes (500).
 	RetentionBatch int
+	// InDoubtAlert, if positive, raises an alert (log line and webhook)
+	// once for every 2PC transaction with a branch that voted yes and has
+	// waited longer than this for phase 2.
+	InDoubtAlert time.Duration
 }
 
 // SharedConfig configures a coordinator that shares its store with others.

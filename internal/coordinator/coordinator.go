@@ -197,6 +197,10 @@ func (c *Coordinator) Start(ctx context.Context) error {
 			c.log.Warn("retention is set but the store cannot delete; ignoring it")
 		}
 	}
+	if c.cfg.InDoubtAlert > 0 {
+		c.loops.Add(1)
+		go c.inDoubtLoop()
+	}
 	if c.shared != nil {
 		return c.startShared(ctx)
 	}

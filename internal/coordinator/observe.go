@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -171,4 +172,56 @@ func NewDecoratedCaller(decorate func(context.Context, http.Header)) *SchemeCall
 		g.Decorate = decorate
 	}
 	return &SchemeCaller{HTTP: h, GRPC: g}
+}
+
+// inDoubtLoop raises one "in-doubt" alert for every 2PC transaction with a
+// branch that voted yes and has waited longer than cfg.InDoubtAlert for
+// its phase 2 (the participant holds its locks all that time).
+func (c *Coordinator) inDoubtLoop() {
+	defer c.loops.Done()
+	every := min(c.cfg.InDoubtAlert/4, 10*time.Second)
+	every = max(every, 10*time.Millisecond)
+	alerted := map[string]bool{}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		c.mu.Lock()
+		entries := make([]*entry, 0, len(c.live))
+		for _, e := range c.live {
+			entries = append(entries, e)
+		}
+		c.mu.Unlock()
+		nowNS := now()
+		seen := make(map[string]bool, len(alerted))
+		for _, e := range entries {
+			e.mu.Lock()
+			t := e.durable.Clone()
+			e.mu.Unlock()
+			if t.Mode != protocol.ModeTwoPC || t.Status.Final() || t.Status == protocol.StatusNew {
+				continue
+			}
+			var oldest int64
+			var branch string
+			for i := range t.Branches {
+				if since, ok := inDoubtSince(&t.Branches[i]); ok && (oldest == 0 || since < oldest) {
+					oldest, branch = since, t.Branches[i].ID
+				}
+			}
+			if oldest == 0 {
+				continue
+			}
+			seen[t.GID] = alerted[t.GID]
+			if alerted[t.GID] || time.Duration(nowNS-oldest) < c.cfg.InDoubtAlert {
+				continue
+			}
+			seen[t.GID] = true
+			c.raise(t, protocol.Alert{Kind: "in-doubt", Message: fmt.Sprintf(
+				"2pc %s: branch %s voted yes %v ago and is still waiting for phase 2 (status %s); it holds its locks until then",
+				t.GID, branch, time.Duration(nowNS-oldest).Round(time.Second), t.Status)})
+		}
+		alerted = seen
+	}
 }

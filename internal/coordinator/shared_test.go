@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,4 +137,44 @@ func TestSharedClaimAfterLease(t *testing.T) {
 		t.Errorf("taken over after %v, before a's lease could have run out", took)
 	}
 	_ = b
+}
+
+// A 2PC branch that voted yes and waits too long for phase 2 raises one
+// in-doubt alert, not one per check.
+func TestInDoubtAlert(t *testing.T) {
+	st := memstore.New()
+	var mu sync.Mutex
+	var alerts []Alert
+	caller := &scriptedCaller{store: st, answer: func(gid string, c protocol.Call) protocol.Outcome {
+		if c.Op == protocol.OpCommit {
+			return protocol.OutcomeUnknown // phase 2 keeps failing
+		}
+		return protocol.OutcomeSuccess
+	}}
+	c := New(Config{Caller: caller, InDoubtAlert: 150 * time.Millisecond, Listener: Listener{Alerted: func(a Alert) {
+		mu.Lock()
+		alerts = append(alerts, a)
+		mu.Unlock()
+	}}}, st)
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err := c.SubmitTwoPC(t.Context(), TwoPCSpec{GID: "doubt", Branches: []protocol.Branch{{ID: "1", ForwardURL: "http://p/1"}},
+		Options: protocol.Options{RetryInitial: int64(20 * time.Millisecond), RetryMax: int64(50 * time.Millisecond), MaxAttempts: 1000, MaxTotalAttempts: 100000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	n := 0
+	for _, a := range alerts {
+		if a.Kind == "in-doubt" && a.GID == "doubt" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d in-doubt alerts for one transaction, want exactly 1 (all: %+v)", n, alerts)
+	}
 }

@@ -62,6 +62,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		Caller:    ops.caller(),
 		Shared:    shared,
 		Retention: cfg.Retention, RetentionInterval: cfg.RetentionInterval,
+		InDoubtAlert: cfg.InDoubtAlert,
 		Defaults: protocol.Options{
 			Timeout: int64(cfg.Timeout), BranchTimeout: int64(cfg.BranchTimeout),
 			MaxAttempts: cfg.MaxAttempts, MaxTotalAttempts: cfg.MaxTotalAttempts,
