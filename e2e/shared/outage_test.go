@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -163,7 +164,20 @@ func TestRedisStoreOutage(t *testing.T) {
 	checkOutage(t, "redis://127.0.0.1:"+port+"/0?namespace=outage", func() { r.kill() }, func() { r = startRedis(t, port, dir) })
 }
 
+// TestPostgresStoreOutage runs a private PostgreSQL server (initdb into a
+// temporary directory, as the postgres user), so that the test can stop it
+// (immediate shutdown: a crash, recovered from its WAL at the next start)
+// and start it again without disturbing the tests that share the machine's
+// server.
 func TestPostgresStoreOutage(t *testing.T) {
+	pg := startPrivatePostgres(t)
+	u := "postgres://postgres@127.0.0.1:" + pg.port + "/postgres?sslmode=disable"
+	checkOutage(t, u, pg.stop, pg.start)
+}
+
+// TestPostgresStoreOutageProxy takes the machine's PostgreSQL away through a
+// proxy that drops every connection (a network cut rather than a crash).
+func TestPostgresStoreOutageProxy(t *testing.T) {
 	testenv.Postgres(t)
 	pgAddr := "127.0.0.1:5432"
 	if u := testenv.PostgresDSN(); strings.HasPrefix(u, "postgres://") {
@@ -177,6 +191,61 @@ func TestPostgresStoreOutage(t *testing.T) {
 	t.Cleanup(func() { drop(withParam(testenv.PostgresDSN(), "table_prefix="+prefix)) })
 	checkOutage(t, u, p.stop, p.start)
 }
+
+type privatePostgres struct {
+	t        *testing.T
+	bin, dir string
+	port     string
+	sockDir  string
+}
+
+// startPrivatePostgres initdb's and starts a PostgreSQL server of its own on
+// a free port, stopped when the test ends.
+func startPrivatePostgres(t *testing.T) *privatePostgres {
+	bin := ""
+	if dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin"); len(dirs) > 0 {
+		bin = dirs[len(dirs)-1]
+	}
+	runuser, err := exec.LookPath("runuser")
+	if bin == "" || err != nil {
+		testenv.Require(t, "PostgreSQL server binaries (initdb, pg_ctl) and runuser", errors.New("not found"))
+	}
+	base, err := os.MkdirTemp("", "concord-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	p := &privatePostgres{t: t, bin: bin, dir: filepath.Join(base, "data"), sockDir: base, port: freePort(t)}
+	if out, err := exec.Command("chown", "postgres", base).CombinedOutput(); err != nil {
+		testenv.Require(t, "a postgres user to run a private server", fmt.Errorf("%v: %s", err, out))
+	}
+	p.as(runuser, "initdb", "-D", p.dir, "-A", "trust", "-U", "postgres", "--no-sync")
+	p.start()
+	t.Cleanup(func() { p.pgctl("stop", "-m", "immediate") })
+	return p
+}
+
+func (p *privatePostgres) as(runuser, tool string, args ...string) {
+	cmd := exec.Command(runuser, append([]string{"-u", "postgres", "--", filepath.Join(p.bin, tool)}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		p.t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
+	}
+}
+
+func (p *privatePostgres) pgctl(args ...string) {
+	all := append([]string{"-D", p.dir, "-w", "-l", filepath.Join(p.sockDir, "pg.log")}, args...)
+	if args[0] == "start" {
+		all = append(all, "-o", "-p "+p.port+" -k "+p.sockDir+" -c listen_addresses=127.0.0.1 -c fsync=on")
+	}
+	cmd := exec.Command("runuser", append([]string{"-u", "postgres", "--", filepath.Join(p.bin, "pg_ctl")}, all...)...)
+	if out, err := cmd.CombinedOutput(); err != nil && args[0] == "start" {
+		p.t.Fatalf("pg_ctl %v: %v\n%s", args, err, out)
+	}
+}
+
+// stop shuts the server down at once (no checkpoint): like a crash.
+func (p *privatePostgres) stop()  { p.pgctl("stop", "-m", "immediate") }
+func (p *privatePostgres) start() { p.pgctl("start") }
 
 // proxy forwards TCP connections to a server; stop closes the listener and
 // every connection (the server is gone, as far as its clients can tell),
@@ -237,4 +306,3 @@ func (p *proxy) stop() {
 		delete(p.conns, c)
 	}
 }
-
