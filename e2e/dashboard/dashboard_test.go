@@ -133,6 +133,8 @@ func TestDashboard(t *testing.T) {
 			http.Error(w, "out of stock", http.StatusConflict)
 		case strings.HasPrefix(r.URL.Path, "/flaky/") && !healthy.Load():
 			http.Error(w, "database down", http.StatusInternalServerError)
+		case strings.HasPrefix(r.URL.Path, "/doubt/") && r.Header.Get("Concord-Op") != "prepare":
+			http.Error(w, "cannot reach the database", http.StatusServiceUnavailable)
 		}
 	}))
 	defer participant.Close()
@@ -226,6 +228,20 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot of the transaction page: %s", shot)
+
+	// A 2PC branch that voted yes and cannot get its commit through is
+	// shown in doubt; a message's destinations show their delivery state.
+	doubtGID, msgGID := "doubt-"+tag, "msg-"+tag
+	if _, err := c.NewTwoPC(doubtGID).AddBranch("bank", p("/doubt/"), "x").Submit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if tx, err := c.NewMessage(msgGID).Payload("hello").ToBranch("mail", p("/m/"), nil).SendAndWait(t.Context()); err != nil || tx.GetStatus() != client.StatusSucceeded {
+		t.Fatalf("message %s: %v %v", msgGID, tx.GetStatus(), err)
+	}
+	run(t, ctx, "open "+doubtGID, chromedp.Navigate(srv.URL+"/ui/#/tx/"+doubtGID))
+	waitJS(t, ctx, "the in-doubt branch", `(document.querySelector('tr[data-branch="bank"] td[data-state]')||{innerText:""}).innerText.includes("in doubt")`)
+	run(t, ctx, "open "+msgGID, chromedp.Navigate(srv.URL+"/ui/#/tx/"+msgGID))
+	waitJS(t, ctx, "the delivered destination", `(document.querySelector('tr[data-branch="mail"] td[data-state]')||{innerText:""}).innerText === "delivered"`)
 
 	// Unknown gid.
 	run(t, ctx, "open an unknown gid", chromedp.Navigate(srv.URL+"/ui/#/tx/nope-"+tag))

@@ -259,12 +259,28 @@ function renderTx(t) {
   const body = $("branches").tBodies[0];
   body.replaceChildren(...(t.branches || []).map((b) => el("tr", { "data-branch": b.id },
     el("td", {}, b.id),
+    el("td", { class: "small", "data-state": branchState(t, b) }, branchState(t, b)),
     el("td", {}, `${b.forward_op || "-"}: ${b.forward_status || "-"}`),
     el("td", {}, `${b.backward_op || "-"}: ${b.backward_status || "-"}`),
     el("td", {}, num(b.payload_bytes) + " B"),
     el("td", {}, (b.attempts || []).length),
     el("td", { class: "small" }, lastError(b)),
     el("td", { class: "small" }, [b.forward_url, b.backward_url].filter(Boolean).join("\n")))));
+}
+
+// branchState names what a branch is waiting for, in the words of its mode:
+// a 2PC branch that voted yes and has not heard phase 2 is in doubt (it
+// holds its locks); a message destination is delivered or pending.
+function branchState(t, b) {
+  if ((t.mode === "2pc" || t.mode === "3pc") && b.forward_status === "done" &&
+      b.backward_status !== "done" && b.backward_status !== "skipped" && !FINAL.has(t.status)) {
+    return "in doubt: voted yes, waiting for phase 2";
+  }
+  if (t.mode === "msg" && b.forward_op === "deliver") {
+    return b.forward_status === "done" ? "delivered" : b.forward_status === "skipped" ? "not sent" : "pending delivery";
+  }
+  if (t.mode === "msg" && b.forward_op === "check") return "check-back: " + (b.forward_status || "-");
+  return "";
 }
 
 function lastError(b) {
