@@ -220,3 +220,26 @@ func (b *Branch) ops() []*OpState {
 	}
 	return []*OpState{&b.Fwd, &b.Mid, &b.Bwd}
 }
+
+// CheckVotingBranches validates the branches of an atomic commitment (2PC,
+// 3PC): ids present and unique, no ordering between branches (they vote
+// together), and one participant URL for every operation, which it copies
+// into BackwardURL. It clears any history the submission carried.
+func CheckVotingBranches(t *Txn) error {
+	seen := make(map[string]bool, len(t.Branches))
+	for i := range t.Branches {
+		b := &t.Branches[i]
+		switch {
+		case b.ID == "" || seen[b.ID]:
+			return fmt.Errorf("%w: empty or repeated branch id %q", ErrInvalidEvent, b.ID)
+		case len(b.After) > 0:
+			return fmt.Errorf("%w: branch %q waits for others, but %s branches vote together", ErrInvalidEvent, b.ID, t.Mode)
+		case b.BackwardURL != "" && b.BackwardURL != b.ForwardURL:
+			return fmt.Errorf("%w: branch %q has two URLs; a %s participant has one for every operation", ErrInvalidEvent, b.ID, t.Mode)
+		}
+		seen[b.ID] = true
+		b.BackwardURL = b.ForwardURL
+		b.History = nil
+	}
+	return nil
+}

@@ -50,22 +50,13 @@ func submit(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	s := ev.(p.Submit)
 	*t = s.Txn.Clone()
 	t.Mode = p.ModeThreePC
-	seen := map[string]bool{}
+	if err := p.CheckVotingBranches(t); err != nil {
+		return err
+	}
 	for i := range t.Branches {
 		b := &t.Branches[i]
-		switch {
-		case b.ID == "" || seen[b.ID]:
-			return fmt.Errorf("%w: empty or repeated branch id %q", p.ErrInvalidEvent, b.ID)
-		case len(b.After) > 0:
-			return fmt.Errorf("%w: branch %q waits for others, but 3pc branches vote together", p.ErrInvalidEvent, b.ID)
-		case b.BackwardURL != "" && b.BackwardURL != b.ForwardURL:
-			return fmt.Errorf("%w: branch %q has two URLs; a 3pc participant has one for every message", p.ErrInvalidEvent, b.ID)
-		}
-		seen[b.ID] = true
-		b.BackwardURL = b.ForwardURL
 		b.ForwardOp, b.MidOp, b.BackwardOp = p.OpCanCommit, p.OpPreCommit, "" // the last op is set at the decision
 		b.Fwd, b.Mid, b.Bwd = p.OpState{Status: p.OpIdle}, p.OpState{Status: p.OpIdle}, p.OpState{Status: p.OpIdle}
-		b.History = nil
 	}
 	t.CreatedAt, t.UpdatedAt = s.Now, s.Now
 	if t.Options.Timeout > 0 {

@@ -42,22 +42,13 @@ func submit(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	s := ev.(p.Submit)
 	*t = s.Txn.Clone()
 	t.Mode = p.ModeTwoPC
-	seen := map[string]bool{}
+	if err := p.CheckVotingBranches(t); err != nil {
+		return err
+	}
 	for i := range t.Branches {
 		b := &t.Branches[i]
-		switch {
-		case b.ID == "" || seen[b.ID]:
-			return fmt.Errorf("%w: empty or repeated branch id %q", p.ErrInvalidEvent, b.ID)
-		case len(b.After) > 0:
-			return fmt.Errorf("%w: branch %q waits for others, but 2pc branches prepare together", p.ErrInvalidEvent, b.ID)
-		case b.BackwardURL != "" && b.BackwardURL != b.ForwardURL:
-			return fmt.Errorf("%w: branch %q has two URLs; a 2pc participant has one for prepare, commit and abort", p.ErrInvalidEvent, b.ID)
-		}
-		seen[b.ID] = true
-		b.BackwardURL = b.ForwardURL
 		b.ForwardOp, b.BackwardOp = p.OpPrepare, "" // phase 2's op is set at the decision
 		b.Fwd, b.Bwd = p.OpState{Status: p.OpIdle}, p.OpState{Status: p.OpIdle}
-		b.History = nil
 	}
 	t.CreatedAt, t.UpdatedAt = s.Now, s.Now
 	if t.Options.Timeout > 0 {
