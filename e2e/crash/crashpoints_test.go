@@ -23,9 +23,9 @@ func twoBanks(t *testing.T) (east, west *bank) {
 // only acceptable if the process did die.
 func submitUntilCrash(t *testing.T, c *coord, s sagaSpec) {
 	t.Helper()
-	if _, err := s.build(c.client).Submit(t.Context()); err != nil {
+	if _, err := s.build(c.Client).Submit(t.Context()); err != nil {
 		select {
-		case <-c.srv.Exited():
+		case <-c.Srv.Exited():
 			t.Logf("submit %s: %v (the coordinator died before answering)", s.gid, err)
 		case <-time.After(settleTimeout):
 			t.Fatalf("submit %s failed while the coordinator kept running: %v", s.gid, err)
@@ -46,16 +46,16 @@ func TestCrashPoints(t *testing.T) {
 			{west, transfer{Account: "bob", Amount: 200}},
 		}}
 		c := startCoord(t, t.TempDir(), failpoint.AfterAccept)
-		if tx, err := s.build(c.client).Submit(t.Context()); err == nil {
+		if tx, err := s.build(c.Client).Submit(t.Context()); err == nil {
 			t.Fatalf("submit acknowledged by a coordinator that died before answering: %s", describeTx(tx))
 		}
-		c.expectCrash(failpoint.AfterAccept)
+		c.ExpectCrash(failpoint.AfterAccept)
 		if n := east.TotalDelivered() + west.TotalDelivered(); n != 0 {
 			t.Fatalf("%d branch calls before the crash; the crash point comes before the first", n)
 		}
 
-		c = c.restart()
-		tx := waitSettled(t, c.client, s.gid)
+		c = c.Restart()
+		tx := waitSettled(t, c.Client, s.gid)
 		if tx.Status != client.StatusSucceeded {
 			t.Fatalf("after restart: %s, want succeeded", describeTx(tx))
 		}
@@ -66,7 +66,7 @@ func TestCrashPoints(t *testing.T) {
 
 		// The client, told nothing, resubmits: it gets the finished saga
 		// back, and nothing runs again.
-		tx, err := s.build(c.client).Submit(t.Context())
+		tx, err := s.build(c.Client).Submit(t.Context())
 		if err != nil {
 			t.Fatalf("resubmit: %v", err)
 		}
@@ -86,14 +86,14 @@ func TestCrashPoints(t *testing.T) {
 		}}
 		c := startCoord(t, t.TempDir(), failpoint.BetweenBranches)
 		submitUntilCrash(t, c, s)
-		c.expectCrash(failpoint.BetweenBranches)
+		c.ExpectCrash(failpoint.BetweenBranches)
 		expectApplied(t, readLedger(t, east, west), s, [][2]int{{1, 0}, {0, 0}, {0, 0}})
 		if n := west.TotalDelivered(); n != 0 {
 			t.Fatalf("branch 2 was called %d times before the crash", n)
 		}
 
-		c = c.restart()
-		tx := waitSettled(t, c.client, s.gid)
+		c = c.Restart()
+		tx := waitSettled(t, c.Client, s.gid)
 		if tx.Status != client.StatusSucceeded {
 			t.Fatalf("after restart: %s, want succeeded", describeTx(tx))
 		}
@@ -115,14 +115,14 @@ func TestCrashPoints(t *testing.T) {
 		}}
 		c := startCoord(t, t.TempDir(), failpoint.AfterDecision)
 		submitUntilCrash(t, c, s)
-		c.expectCrash(failpoint.AfterDecision)
+		c.ExpectCrash(failpoint.AfterDecision)
 		expectApplied(t, readLedger(t, east, west), s, [][2]int{{1, 0}, {0, 0}, {0, 0}})
 		if n := east.Delivered(opKey{s.gid, "1", participant.OpCompensate}); n != 0 {
 			t.Fatalf("branch 1 was compensated %d times before the crash; the decision was not even told", n)
 		}
 
-		c = c.restart()
-		tx := waitSettled(t, c.client, s.gid)
+		c = c.Restart()
+		tx := waitSettled(t, c.Client, s.gid)
 		if tx.Status != client.StatusAborted {
 			t.Fatalf("after restart: %s, want aborted", describeTx(tx))
 		}
@@ -144,12 +144,12 @@ func TestCrashPoints(t *testing.T) {
 		}}
 		c := startCoord(t, t.TempDir(), failpoint.DuringCompensation)
 		submitUntilCrash(t, c, s)
-		c.expectCrash(failpoint.DuringCompensation)
+		c.ExpectCrash(failpoint.DuringCompensation)
 		// Compensations run in reverse order: branch 2 first.
 		expectApplied(t, readLedger(t, east, west), s, [][2]int{{1, 0}, {1, 1}, {0, 0}})
 
-		c = c.restart()
-		tx := waitSettled(t, c.client, s.gid)
+		c = c.Restart()
+		tx := waitSettled(t, c.Client, s.gid)
 		if tx.Status != client.StatusAborted {
 			t.Fatalf("after restart: %s, want aborted", describeTx(tx))
 		}
@@ -170,16 +170,16 @@ func TestCrashPoints(t *testing.T) {
 		}}
 		// The first batch is the submission itself.
 		c := startCoord(t, t.TempDir(), failpoint.BeforeCommitSync)
-		if tx, err := s.build(c.client).Submit(t.Context()); err == nil {
+		if tx, err := s.build(c.Client).Submit(t.Context()); err == nil {
 			t.Fatalf("submit acknowledged although its write never reached the disk: %s", describeTx(tx))
 		}
-		c.expectCrash(failpoint.BeforeCommitSync)
+		c.ExpectCrash(failpoint.BeforeCommitSync)
 		if n := east.TotalDelivered() + west.TotalDelivered(); n != 0 {
 			t.Fatalf("%d branch calls for a saga that was never durable", n)
 		}
 
-		c = c.restart()
-		tx, err := c.client.Get(t.Context(), s.gid)
+		c = c.Restart()
+		tx, err := c.Client.Get(t.Context(), s.gid)
 		switch {
 		case isNotFound(err):
 			// Not acknowledged and not durable: it must have left no trace.
@@ -190,7 +190,7 @@ func TestCrashPoints(t *testing.T) {
 		case err == nil:
 			// Durable after all: then it must run to a consistent end.
 			t.Logf("the unacknowledged submission survived: %s", describeTx(tx))
-			tx = waitSettled(t, c.client, s.gid)
+			tx = waitSettled(t, c.Client, s.gid)
 			checkOutcome(t, readLedger(t, east, west), s, tx)
 		default:
 			t.Fatalf("get %s: %v", s.gid, err)
@@ -198,10 +198,10 @@ func TestCrashPoints(t *testing.T) {
 
 		// The client retries the same saga; now it is acknowledged and runs
 		// exactly once.
-		if _, err := s.build(c.client).Submit(t.Context()); err != nil {
+		if _, err := s.build(c.Client).Submit(t.Context()); err != nil {
 			t.Fatalf("resubmit: %v", err)
 		}
-		tx = waitSettled(t, c.client, s.gid)
+		tx = waitSettled(t, c.Client, s.gid)
 		if tx.Status != client.StatusSucceeded {
 			t.Fatalf("resubmitted saga: %s, want succeeded", describeTx(tx))
 		}
@@ -222,11 +222,11 @@ func TestCrashPoints(t *testing.T) {
 		}}
 		c := startCoord(t, t.TempDir(), failpoint.BeforeCommitSync+"@2")
 		submitUntilCrash(t, c, s)
-		c.expectCrash(failpoint.BeforeCommitSync)
+		c.ExpectCrash(failpoint.BeforeCommitSync)
 		expectApplied(t, readLedger(t, east, west), s, [][2]int{{1, 0}, {0, 0}})
 
-		c = c.restart()
-		tx := waitSettled(t, c.client, s.gid)
+		c = c.Restart()
+		tx := waitSettled(t, c.Client, s.gid)
 		if tx.Status != client.StatusSucceeded {
 			t.Fatalf("after restart: %s, want succeeded", describeTx(tx))
 		}
@@ -248,7 +248,7 @@ func TestCrashPoints(t *testing.T) {
 			{east, transfer{Account: "carol", Amount: 70}},
 		}
 		c := startCoord(t, t.TempDir(), failpoint.AfterDecision)
-		tx, err := c.client.RunTCC(t.Context(), gid, client.Options{}, func(ctx context.Context, tcc *client.TCC) error {
+		tx, err := c.Client.RunTCC(t.Context(), gid, client.Options{}, func(ctx context.Context, tcc *client.TCC) error {
 			for i, l := range legs {
 				if _, err := tcc.CallBranch(ctx, branchID(i), l.tr, l.bank.Try(), l.bank.Confirm(), l.bank.Cancel()); err != nil {
 					return err
@@ -262,7 +262,7 @@ func TestCrashPoints(t *testing.T) {
 		if errors.Is(err, client.ErrTryRejected) || errors.Is(err, client.ErrTryUnknown) {
 			t.Fatalf("a try failed: %v", err)
 		}
-		c.expectCrash(failpoint.AfterDecision)
+		c.ExpectCrash(failpoint.AfterDecision)
 		l := readLedger(t, east, west)
 		for i, lg := range legs {
 			try, confirm := l.count(gid, i, lg, participant.OpTry), l.count(gid, i, lg, participant.OpConfirm)
@@ -271,8 +271,8 @@ func TestCrashPoints(t *testing.T) {
 			}
 		}
 
-		c = c.restart()
-		tx = waitSettled(t, c.client, gid)
+		c = c.Restart()
+		tx = waitSettled(t, c.Client, gid)
 		if tx.Status != client.StatusSucceeded {
 			t.Fatalf("after restart: %s, want succeeded", describeTx(tx))
 		}
@@ -304,7 +304,7 @@ func TestCrashPoints(t *testing.T) {
 		}
 		errChangedMind := errors.New("the initiator changed its mind")
 		c := startCoord(t, t.TempDir(), failpoint.DuringCompensation)
-		_, err := c.client.RunTCC(t.Context(), gid, client.Options{}, func(ctx context.Context, tcc *client.TCC) error {
+		_, err := c.Client.RunTCC(t.Context(), gid, client.Options{}, func(ctx context.Context, tcc *client.TCC) error {
 			for i, l := range legs {
 				if _, err := tcc.CallBranch(ctx, branchID(i), l.tr, l.bank.Try(), l.bank.Confirm(), l.bank.Cancel()); err != nil {
 					return err
@@ -315,7 +315,7 @@ func TestCrashPoints(t *testing.T) {
 		if !errors.Is(err, errChangedMind) {
 			t.Fatalf("RunTCC: %v, want the body's error", err)
 		}
-		c.expectCrash(failpoint.DuringCompensation)
+		c.ExpectCrash(failpoint.DuringCompensation)
 		l := readLedger(t, east, west)
 		cancelled := 0
 		for i, lg := range legs {
@@ -325,8 +325,8 @@ func TestCrashPoints(t *testing.T) {
 			t.Fatalf("no cancel applied before the crash; the crash point comes after the first")
 		}
 
-		c = c.restart()
-		tx := waitSettled(t, c.client, gid)
+		c = c.Restart()
+		tx := waitSettled(t, c.Client, gid)
 		if tx.Status != client.StatusAborted {
 			t.Fatalf("after restart: %s, want aborted", describeTx(tx))
 		}
@@ -378,7 +378,7 @@ func TestCrashPoints(t *testing.T) {
 		west.Hold(arrived)
 		c := startCoord(t, t.TempDir(), "")
 		for _, s := range sagas {
-			if _, err := s.build(c.client).Submit(t.Context()); err != nil {
+			if _, err := s.build(c.Client).Submit(t.Context()); err != nil {
 				t.Fatalf("submit %s: %v", s.gid, err)
 			}
 		}
@@ -393,7 +393,7 @@ func TestCrashPoints(t *testing.T) {
 				t.Fatal("the first branch calls never arrived")
 			}
 		}
-		c.srv.Kill()
+		c.Srv.Kill()
 		east.Release()
 		west.Release()
 		l := readLedger(t, east, west)
@@ -403,10 +403,10 @@ func TestCrashPoints(t *testing.T) {
 			}
 		}
 
-		c = c.restart()
+		c = c.Restart()
 		var settled []leg
 		for i, s := range sagas {
-			tx := waitSettled(t, c.client, s.gid)
+			tx := waitSettled(t, c.Client, s.gid)
 			if tx.Status != want[i] {
 				t.Errorf("%s: %s, want %s", s.gid, describeTx(tx), want[i])
 			}

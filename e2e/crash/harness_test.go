@@ -29,47 +29,13 @@ var serverFlags = []string{
 const settleTimeout = 60 * time.Second
 
 // coord is one life of the coordinator process over a data directory.
-type coord struct {
-	t      *testing.T
-	dir    string
-	srv    *proc.Server
-	client *client.Client
-}
+type coord = proc.Life
 
-// startCoord starts `concord serve` on dir, with the failpoints armed
-// (none if empty).
+// startCoord starts `concord serve` on dir with this package's flags and
+// the failpoints armed (none if empty).
 func startCoord(t *testing.T, dir, failpoints string) *coord {
 	t.Helper()
-	srv := proc.StartArmed(t, dir, failpoints, serverFlags...)
-	return &coord{t: t, dir: dir, srv: srv, client: client.New(srv.URL)}
-}
-
-// restart starts a new coordinator on the same data directory, with no
-// failpoint armed. The old process must be gone.
-func (c *coord) restart() *coord {
-	c.t.Helper()
-	select {
-	case <-c.srv.Exited():
-	default:
-		c.t.Fatal("restart: the previous coordinator is still running")
-	}
-	return startCoord(c.t, c.dir, "")
-}
-
-// expectCrash waits for the process to kill itself at the named failpoint.
-func (c *coord) expectCrash(point string) {
-	c.t.Helper()
-	c.srv.ExpectCrash(c.t, point, settleTimeout)
-}
-
-// dead reports whether the process has exited.
-func (c *coord) dead() bool {
-	select {
-	case <-c.srv.Exited():
-		return true
-	default:
-		return false
-	}
+	return proc.StartLife(t, dir, failpoints, settleTimeout, serverFlags...)
 }
 
 // waitSettled waits, without submitting anything, until gid is final or

@@ -70,7 +70,7 @@ func (s *supervisor) start() {
 	if s.arm != nil {
 		armed = s.arm()
 	}
-	srv := startCoord(s.t, s.dir, armed).srv
+	srv := startCoord(s.t, s.dir, armed).Srv
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.srv, s.armed, s.cl = srv, armed, client.New(srv.URL)

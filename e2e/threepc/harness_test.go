@@ -37,38 +37,13 @@ const (
 )
 
 // coord is one life of the coordinator process over a data directory.
-type coord struct {
-	t      *testing.T
-	dir    string
-	srv    *proc.Server
-	client *client.Client
-}
+type coord = proc.Life
 
+// startCoord starts `concord serve` on dir with this package's flags and
+// the failpoints armed (none if empty).
 func startCoord(t *testing.T, dir, failpoints string) *coord {
 	t.Helper()
-	srv := proc.StartArmed(t, dir, failpoints, serverFlags...)
-	return &coord{t: t, dir: dir, srv: srv, client: client.New(srv.URL)}
-}
-
-func (c *coord) restart() *coord {
-	c.t.Helper()
-	select {
-	case <-c.srv.Exited():
-	default:
-		c.t.Fatal("restart: the previous coordinator is still running")
-	}
-	return startCoord(c.t, c.dir, "")
-}
-
-func (c *coord) waitSettled(gid string) *client.Transaction {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.t.Context(), settleTimeout)
-	defer cancel()
-	tx, err := c.client.Wait(ctx, gid)
-	if err != nil {
-		c.t.Fatalf("wait %s: %v", gid, err)
-	}
-	return tx
+	return proc.StartLife(t, dir, failpoints, settleTimeout, serverFlags...)
 }
 
 // account is a 3PC participant over its own SQLite database: a balance

@@ -14,7 +14,7 @@ import (
 func TestCommit(t *testing.T) {
 	a, b := newAccount(t, "alice", 100), newAccount(t, "bob", 0)
 	c := startCoord(t, t.TempDir(), "")
-	tx, err := transfer(c.client, "3pc-commit", a, b, 30).SubmitAndWait(t.Context())
+	tx, err := transfer(c.Client, "3pc-commit", a, b, 30).SubmitAndWait(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestCommit(t *testing.T) {
 	if a.state("3pc-commit") != twophase.StateCommitted || b.state("3pc-commit") != twophase.StateCommitted {
 		t.Errorf("states %s, %s; want committed", a.state("3pc-commit"), b.state("3pc-commit"))
 	}
-	if d, err := c.client.Decision(t.Context(), "3pc-commit"); err != nil || d != "commit" {
+	if d, err := c.Client.Decision(t.Context(), "3pc-commit"); err != nil || d != "commit" {
 		t.Errorf("decision %q, %v; want commit", d, err)
 	}
 }
@@ -40,7 +40,7 @@ func TestNoAtCanCommit(t *testing.T) {
 	a, b := newAccount(t, "alice", 100), newAccount(t, "bob", 0)
 	b.no.Store(true)
 	c := startCoord(t, t.TempDir(), "")
-	tx, err := transfer(c.client, "3pc-no", a, b, 30).SubmitAndWait(t.Context())
+	tx, err := transfer(c.Client, "3pc-no", a, b, 30).SubmitAndWait(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,10 +70,10 @@ func killedAroundDecision(t *testing.T, point string) {
 	a, b := newAccount(t, "alice", 100), newAccount(t, "bob", 0)
 	c := startCoord(t, t.TempDir(), point)
 	gid := "3pc-" + point
-	if _, err := transfer(c.client, gid, a, b, 30).Submit(t.Context()); err != nil {
+	if _, err := transfer(c.Client, gid, a, b, 30).Submit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	c.srv.ExpectCrash(t, point, settleTimeout)
+	c.Srv.ExpectCrash(t, point, settleTimeout)
 	if a.state(gid) != twophase.StatePreCommitted || b.state(gid) != twophase.StatePreCommitted {
 		t.Fatalf("at the crash: %s, %s; want both precommitted", a.state(gid), b.state(gid))
 	}
@@ -86,8 +86,8 @@ func killedAroundDecision(t *testing.T, point string) {
 	a.wantBalance(70, 0)
 	b.wantBalance(30, 0)
 
-	c = c.restart()
-	tx := c.waitSettled(gid)
+	c = c.Restart()
+	tx := c.WaitSettled(gid)
 	if tx.Status != "succeeded" {
 		t.Fatalf("after restart: %s (%s), want succeeded", tx.Status, tx.Reason)
 	}

@@ -44,7 +44,7 @@ func TestXACommit(t *testing.T) {
 	myURL, myTable := xaService(t, xa.MySQL, my)
 	c := startCoord(t, t.TempDir(), "")
 	gid := testenv.UniqueName(t, "xa3")
-	tx, err := c.client.NewThreePC(gid).AddBranch("pg", pgURL, nil).AddBranch("maria", myURL, nil).SubmitAndWait(t.Context())
+	tx, err := c.Client.NewThreePC(gid).AddBranch("pg", pgURL, nil).AddBranch("maria", myURL, nil).SubmitAndWait(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

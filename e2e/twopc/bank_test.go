@@ -145,7 +145,7 @@ func TestBankTransfersSurviveKills(t *testing.T) {
 				}
 				amount := 1 + wrng.Int64N(400)
 				gid := fmt.Sprintf("%s-%d-%d", prefix, w, n)
-				tp := current.Load().client.NewTwoPC(gid).
+				tp := current.Load().Client.NewTwoPC(gid).
 					AddBranch("debit", from.svc.url, move{Account: fmt.Sprintf("a%d", wrng.IntN(bankAccounts)), Delta: -amount}).
 					AddBranch("credit", to.svc.url, move{Account: fmt.Sprintf("a%d", wrng.IntN(bankAccounts)), Delta: amount}).
 					WithOptions(client.Options{Timeout: 5 * time.Second})
@@ -173,8 +173,8 @@ func TestBankTransfersSurviveKills(t *testing.T) {
 		case <-time.After(time.Duration(500+rng.IntN(1500)) * time.Millisecond):
 		}
 		c := current.Load()
-		c.srv.Kill()
-		current.Store(c.restart())
+		c.Srv.Kill()
+		current.Store(c.Restart())
 		t.Logf("kill %d done", i+1)
 	}
 	wg.Wait()
@@ -186,7 +186,7 @@ func TestBankTransfersSurviveKills(t *testing.T) {
 	resolvers := make([]*xa.Resolver, len(banks))
 	for i, b := range banks {
 		resolvers[i] = &xa.Resolver{
-			DB: b.svc.observer, Dialect: b.svc.d, Decide: c.client.Decision,
+			DB: b.svc.observer, Dialect: b.svc.d, Decide: c.Client.Decision,
 			Match: func(p xa.Prepared) bool { return strings.HasPrefix(p.GID, prefix+"-") },
 		}
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/concordtm/concord/client"
 	"github.com/concordtm/concord/internal/testenv"
 	"github.com/concordtm/concord/internal/testenv/proc"
 	"github.com/concordtm/concord/participant"
@@ -36,46 +35,13 @@ var serverFlags = []string{
 const settleTimeout = 30 * time.Second
 
 // coord is one life of the coordinator process over a data directory.
-type coord struct {
-	t      *testing.T
-	dir    string
-	srv    *proc.Server
-	client *client.Client
-}
+type coord = proc.Life
 
+// startCoord starts `concord serve` on dir with this package's flags and
+// the failpoints armed (none if empty).
 func startCoord(t *testing.T, dir, failpoints string) *coord {
 	t.Helper()
-	srv := proc.StartArmed(t, dir, failpoints, serverFlags...)
-	return &coord{t: t, dir: dir, srv: srv, client: client.New(srv.URL)}
-}
-
-// restart starts a new coordinator on the same data, with no failpoint.
-func (c *coord) restart() *coord {
-	c.t.Helper()
-	select {
-	case <-c.srv.Exited():
-	default:
-		c.t.Fatal("restart: the previous coordinator is still running")
-	}
-	return startCoord(c.t, c.dir, "")
-}
-
-// expectCrash waits for the process to kill itself at the failpoint.
-func (c *coord) expectCrash(point string) {
-	c.t.Helper()
-	c.srv.ExpectCrash(c.t, point, settleTimeout)
-}
-
-// waitSettled waits until gid is final or stuck.
-func (c *coord) waitSettled(gid string) *client.Transaction {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.t.Context(), settleTimeout)
-	defer cancel()
-	tx, err := c.client.Wait(ctx, gid)
-	if err != nil {
-		c.t.Fatalf("wait %s: %v", gid, err)
-	}
-	return tx
+	return proc.StartLife(t, dir, failpoints, settleTimeout, serverFlags...)
 }
 
 // eventually polls cond every 10ms until it holds or timeout passes.

@@ -172,7 +172,7 @@ func decision(t *testing.T, c *coord, gid string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), settleTimeout)
 	defer cancel()
-	d, err := c.client.Decision(ctx, gid)
+	d, err := c.Client.Decision(ctx, gid)
 	if err != nil {
 		t.Fatalf("decision of %s: %v", gid, err)
 	}

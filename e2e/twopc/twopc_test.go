@@ -34,7 +34,7 @@ func TestInventoryVotesNo(t *testing.T) {
 	c := startCoord(t, t.TempDir(), "")
 	held := s.inventory.holdPrepares()
 	gid := s.newGID()
-	done := submit(t, s.twoPC(c.client, gid, 100))
+	done := submit(t, s.twoPC(c.Client, gid, 100))
 
 	wait(t, held, settleTimeout, "the inventory's prepare")
 	eventually(t, settleTimeout, "the order branch to prepare", func() bool { return len(s.order.prepared(gid)) == 1 })
@@ -68,7 +68,7 @@ func TestCommit(t *testing.T) {
 	s := newShop(t)
 	c := startCoord(t, t.TempDir(), "")
 	gid := s.newGID()
-	tx := wait(t, submit(t, s.twoPC(c.client, gid, 2)), settleTimeout, "the outcome")
+	tx := wait(t, submit(t, s.twoPC(c.Client, gid, 2)), settleTimeout, "the outcome")
 	if tx.GetStatus() != client.StatusSucceeded {
 		t.Fatalf("status %s (%s), want succeeded", tx.GetStatus(), tx.GetReason())
 	}
@@ -93,9 +93,9 @@ func TestKilledBeforeDecision(t *testing.T) {
 	go func() { // the answer dies with the process
 		ctx, cancel := context.WithTimeout(t.Context(), settleTimeout)
 		defer cancel()
-		s.twoPC(c.client, gid, 2).SubmitAndWait(ctx)
+		s.twoPC(c.Client, gid, 2).SubmitAndWait(ctx)
 	}()
-	c.expectCrash("before-decision")
+	c.ExpectCrash("before-decision")
 
 	s.expectBothPrepared(gid)
 	if s.orderVisible(gid) || s.stockLeft() != initialStock {
@@ -111,8 +111,8 @@ func TestKilledBeforeDecision(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 
-	c = c.restart()
-	tx := c.waitSettled(gid)
+	c = c.Restart()
+	tx := c.WaitSettled(gid)
 	if tx.GetStatus() != client.StatusAborted {
 		t.Fatalf("status %s after restart, want aborted", tx.GetStatus())
 	}
@@ -136,16 +136,16 @@ func TestKilledAfterDecision(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(t.Context(), settleTimeout)
 		defer cancel()
-		s.twoPC(c.client, gid, 2).SubmitAndWait(ctx)
+		s.twoPC(c.Client, gid, 2).SubmitAndWait(ctx)
 	}()
-	c.expectCrash("after-decision")
+	c.ExpectCrash("after-decision")
 	s.expectBothPrepared(gid)
 	if s.orderVisible(gid) {
 		t.Fatal("the order row is visible before the commit")
 	}
 
-	c = c.restart()
-	tx := c.waitSettled(gid)
+	c = c.Restart()
+	tx := c.WaitSettled(gid)
 	if tx.GetStatus() != client.StatusSucceeded {
 		t.Fatalf("status %s (%s) after restart, want succeeded", tx.GetStatus(), tx.GetReason())
 	}
@@ -163,7 +163,7 @@ func TestParticipantDownAfterVote(t *testing.T) {
 	c := startCoord(t, t.TempDir(), "")
 	s.order.phase2Down.Store(true)
 	gid := s.newGID()
-	tx, err := s.twoPC(c.client, gid, 2).Submit(t.Context())
+	tx, err := s.twoPC(c.Client, gid, 2).Submit(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestParticipantDownAfterVote(t *testing.T) {
 		t.Fatal("the order branch should still be prepared and invisible")
 	}
 	s.order.phase2Down.Store(false)
-	if tx = c.waitSettled(tx.Gid); tx.GetStatus() != client.StatusSucceeded {
+	if tx = c.WaitSettled(tx.Gid); tx.GetStatus() != client.StatusSucceeded {
 		t.Fatalf("status %s (%s), want succeeded", tx.GetStatus(), tx.GetReason())
 	}
 	s.expectNothingPrepared(gid)
@@ -194,7 +194,7 @@ func TestResolverCommitsForDeadParticipant(t *testing.T) {
 	c := startCoord(t, t.TempDir(), "")
 	s.order.phase2Down.Store(true)
 	gid := s.newGID()
-	if _, err := s.twoPC(c.client, gid, 2).Submit(t.Context()); err != nil {
+	if _, err := s.twoPC(c.Client, gid, 2).Submit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, settleTimeout, "a refused commit", func() bool { return s.order.phase2Refuse.Load() >= 1 })
@@ -202,7 +202,7 @@ func TestResolverCommitsForDeadParticipant(t *testing.T) {
 	fresh := s.order.openFresh()
 	defer fresh.Close()
 	r := &xa.Resolver{
-		DB: fresh, Dialect: xa.Postgres, Decide: c.client.Decision,
+		DB: fresh, Dialect: xa.Postgres, Decide: c.Client.Decision,
 		Match: func(p xa.Prepared) bool { return p.GID == gid },
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), settleTimeout)
@@ -218,7 +218,7 @@ func TestResolverCommitsForDeadParticipant(t *testing.T) {
 		t.Fatal("the resolver did not commit the order branch")
 	}
 	s.order.phase2Down.Store(false)
-	if tx := c.waitSettled(gid); tx.GetStatus() != client.StatusSucceeded {
+	if tx := c.WaitSettled(gid); tx.GetStatus() != client.StatusSucceeded {
 		t.Fatalf("status %s (%s), want succeeded", tx.GetStatus(), tx.GetReason())
 	}
 	s.expectNothingPrepared(gid)
