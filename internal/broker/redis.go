@@ -41,19 +41,22 @@ func DedupKey(stream, id string) string { return "concord:dedup:{" + stream + "}
 // redisDedupXAdd: KEYS = stream, dedup key; ARGV = ttl ms, maxlen (0 =
 // none), field, value, ... Returns the new entry's id, or the id of the
 // entry added earlier for the same message.
+//
+// The dedup key is written only after XADD succeeded: Redis does not roll a
+// script back, so a key set before a failing XADD would make every retry
+// of the message look like a duplicate and lose it.
 const redisDedupXAdd = `
-if redis.call('SET', KEYS[2], '', 'NX', 'PX', ARGV[1]) then
-  local args = {KEYS[1]}
-  if ARGV[2] ~= '0' then
-    table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, ARGV[2])
-  end
-  table.insert(args, '*')
-  for i = 3, #ARGV do table.insert(args, ARGV[i]) end
-  local id = redis.call('XADD', unpack(args))
-  redis.call('SET', KEYS[2], id, 'XX', 'KEEPTTL')
-  return id
+local seen = redis.call('GET', KEYS[2])
+if seen then return seen end
+local args = {KEYS[1]}
+if ARGV[2] ~= '0' then
+  table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, ARGV[2])
 end
-return redis.call('GET', KEYS[2])
+table.insert(args, '*')
+for i = 3, #ARGV do table.insert(args, ARGV[i]) end
+local id = redis.call('XADD', unpack(args))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
+return id
 `
 
 func openRedis(ctx context.Context, d Destination, dial dialFunc) (*redisPublisher, error) {
