@@ -14,7 +14,7 @@ import (
 // by the bytes, so a string prefix never runs into the next field.
 //
 //	'V'                      -> schema version (one byte)
-//	'r' gid                  -> record value (see encodeRecord)
+//	'z' gid                  -> record value (see encodeRecord)
 //	'c' ts(CreatedAt) gid    -> meta: every record, for List without filters
 //	's' str(Status) ts gid   -> meta: List filtered by Status
 //	'm' str(Mode) ts gid     -> meta: List filtered by Mode
@@ -23,9 +23,19 @@ import (
 //
 // meta is str(Status) str(Mode), enough to apply every List filter without
 // reading the record.
+//
+// Records sort after every other kind, and must stay last. Gids are
+// time-ordered (minted by the SDK or the server), so a new record's key is
+// greater than every key of the files already on disk: Pebble rules those
+// files out by their bounds and the existence check of a new gid (Get of an
+// absent key) touches only the memtables. With records in the middle of the
+// key space, every file spanned them and each lookup opened an iterator per
+// file: 8-9 % of the coordinator's CPU under TCC load (docs/performance.md).
+// Schema version 1 kept records under 'r'; Open moves them (migrateV1).
 const (
 	kindVersion  = 'V'
-	kindRecord   = 'r'
+	kindRecord   = 'z'
+	kindRecordV1 = 'r' // schema version 1 only
 	kindCreated  = 'c'
 	kindStatus   = 's'
 	kindMode     = 'm'
@@ -33,8 +43,9 @@ const (
 	kindFinished = 'f'
 )
 
-// schemaVersion is stored under the 'V' key; Open refuses other versions.
-const schemaVersion = 1
+// schemaVersion is stored under the 'V' key. Open upgrades version 1 and
+// refuses any other.
+const schemaVersion = 2
 
 // Record value formats, the first byte of every record value. A record
 // with no Owner and Version 0 (a single coordinator) is written in the

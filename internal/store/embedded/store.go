@@ -109,21 +109,74 @@ func Open(dir string, opts Options) (*Store, error) {
 	return &Store{eng: eng, name: name}, nil
 }
 
-// checkVersion stamps a new store with schemaVersion and refuses a store
-// written with another one.
+// checkVersion stamps a new store with schemaVersion, upgrades a store of
+// version 1 and refuses any other.
 func checkVersion(eng engine) error {
-	return eng.update(func(r reader, w writer) error {
+	var old bool
+	err := eng.update(func(r reader, w writer) error {
 		v, err := r.get(versionKey)
 		switch {
 		case err != nil:
 			return err
 		case v == nil:
 			return w.set(versionKey, []byte{schemaVersion})
+		case len(v) == 1 && v[0] == 1:
+			old = true
+			return nil
 		case len(v) != 1 || v[0] != schemaVersion:
 			return fmt.Errorf("embedded: schema version %x, want %d: %w", v, schemaVersion, store.ErrCorrupt)
 		}
 		return nil
 	})
+	if err != nil || !old {
+		return err
+	}
+	return migrateV1(eng)
+}
+
+// migrateBatch is how many records one write of migrateV1 moves.
+const migrateBatch = 1000
+
+// migrateV1 moves the records of a version-1 store from 'r' keys to 'z'
+// keys (the index keys are the same in both versions), a batch per atomic
+// write, and stamps version 2 with the last one. A crash in between leaves
+// version 1 with some records moved; the next Open moves the rest. Until
+// the stamp, no Store serves the directory.
+func migrateV1(eng engine) error {
+	lo, hi := []byte{kindRecordV1}, []byte{kindRecordV1 + 1}
+	for {
+		done := false
+		err := eng.update(func(r reader, w writer) error {
+			type kv struct{ k, v []byte }
+			var batch []kv
+			err := r.scan(lo, hi, false, func(k, v []byte) (bool, error) {
+				batch = append(batch, kv{bytes.Clone(k), bytes.Clone(v)})
+				return len(batch) < migrateBatch, nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, e := range batch {
+				if err := w.set(append([]byte{kindRecord}, e.k[1:]...), e.v); err != nil {
+					return err
+				}
+				if err := w.del(e.k); err != nil {
+					return err
+				}
+			}
+			if len(batch) < migrateBatch {
+				done = true
+				return w.set(versionKey, []byte{schemaVersion})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("embedded: upgrading the store from schema version 1: %w", err)
+		}
+		if done {
+			return nil
+		}
+	}
 }
 
 // Engine returns the name of the engine the store runs on.
