@@ -21,7 +21,7 @@ import (
 // Named points used by the coordinator.
 const (
 	AfterAccept        = "after-accept"        // a submission is durable, no branch called yet
-	BetweenBranches    = "between-branches"    // a forward result is durable, the next branch not called
+	BetweenBranches    = "between-branches"    // a forward result is in (not written: a saga defers it), the next branch not called
 	BeforeDecision     = "before-decision"     // a step just decided (2PC: every vote is in), nothing of it written
 	AfterDecision      = "after-decision"      // an abort/commit decision is durable, no participant told
 	DuringCompensation = "during-compensation" // one compensation/cancel done, others pending

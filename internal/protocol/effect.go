@@ -13,7 +13,9 @@ type Persist struct{}
 // 2PC vote before the decision: a restart aborts anyway; a commit
 // acknowledgement before the last: a restart resends the commit). The
 // runtime keeps the new state in memory and the next written state carries
-// it. A step that defers emits no Call, Report or Alert.
+// it. A step that defers emits no Report or Alert, and a Call only where a
+// restart from the last written state makes up for the lost step (a saga's
+// next action: see package saga).
 type Deferred struct{}
 
 // Call: invoke one branch operation. The runtime reports the outcome back

@@ -36,9 +36,10 @@ type Machine struct {
 // Effects collects what a step asks for. Do functions append calls, timers
 // and reports; Step puts the Persist first.
 type Effects struct {
-	list     []Effect
-	noWrite  bool
-	deferred bool
+	list         []Effect
+	noWrite      bool
+	deferred     bool
+	callsCovered bool
 }
 
 // Call appends a Call effect.
@@ -62,6 +63,11 @@ func (fx *Effects) Unchanged() { fx.noWrite = true }
 // Defer marks the step's change as not worth a write of its own (see
 // Deferred): the next written state carries it.
 func (fx *Effects) Defer() { fx.deferred = true }
+
+// DeferCalls is Defer for a step that also calls: the machine promises that
+// a restart from the last written state makes up for the calls (a saga's
+// recovery compensates the branches it cannot prove idle: Txn.MaybeAhead).
+func (fx *Effects) DeferCalls() { fx.deferred, fx.callsCovered = true, true }
 
 // Find returns the transition for (status, kind), or nil.
 func (m *Machine) Find(s Status, k EventKind) *Transition {
@@ -97,6 +103,9 @@ func (m *Machine) Step(t Txn, ev Event) (Txn, []Effect, error) {
 	nt.UpdatedAt = ev.At()
 	if fx.deferred {
 		for _, e := range fx.list {
+			if _, ok := e.(Call); ok && fx.callsCovered {
+				continue
+			}
 			switch e.(type) {
 			case Call, Report, Alert:
 				// A bug in a Do function: something that must follow a

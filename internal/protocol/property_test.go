@@ -71,9 +71,12 @@ type sim struct {
 	rng  *rand.Rand
 	m    *p.Machine
 	txn  p.Txn
-	now  int64
-	log  []string
-	step int
+	// durable is the last state a step persisted: a crash loses the
+	// deferred steps after it, as the runtime would.
+	durable p.Txn
+	now     int64
+	log     []string
+	step    int
 
 	pending   []pendingCall
 	delivered []p.Result
@@ -95,6 +98,9 @@ type sim struct {
 	// not stale ones), and whether the commit decision was persisted.
 	votedYes, votedReadOnly, votedNo map[string]bool
 	commitDurable                    bool
+	// voteLost: a read-only or no vote the machine took with a deferred
+	// step and then lost in a crash (it may send that branch an abort).
+	voteLost map[string]bool
 	// 3PC: pre-commits acknowledged (answers the machine took).
 	preAcked map[string]bool
 
@@ -260,6 +266,19 @@ func (s *sim) next() (p.Event, error) {
 	switch {
 	case crash:
 		s.pending, s.armed = nil, nil // calls and timers die with the process
+		if s.durable.Status != "" {
+			for _, b := range s.txn.Branches {
+				i := s.durable.Branch(b.ID)
+				if (b.Fwd.Status == p.OpRejected || b.Bwd.Status == p.OpSkipped) && i >= 0 &&
+					s.durable.Branches[i].Fwd.Status != b.Fwd.Status {
+					if s.voteLost == nil {
+						s.voteLost = map[string]bool{}
+					}
+					s.voteLost[b.ID] = true
+				}
+			}
+			s.txn = s.durable // deferred steps since the last write are lost
+		}
 		return p.Recover{Now: s.now}, nil
 	case s.txn.Status == p.StatusStuck && (s.calm || r < 30):
 		return p.Retry{Now: s.now}, nil
@@ -426,6 +445,9 @@ func (s *sim) deliver(ev p.Event) error {
 		return err
 	}
 	s.txn = nt
+	if len(fx) > 0 && fx[0] == p.Effect(p.Persist{}) {
+		s.durable = nt
+	}
 	if s.visit != nil {
 		s.visit(nt)
 	}
@@ -435,8 +457,8 @@ func (s *sim) deliver(ev p.Event) error {
 func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
 	persisted := len(fx) > 0 && fx[0] == p.Effect(p.Persist{})
 	deferred := len(fx) > 0 && fx[0] == p.Effect(p.Deferred{})
-	if deferred && s.txn.Mode == p.ModeSaga {
-		return fmt.Errorf("a saga deferred a write; only 2PC votes and acknowledgements and TCC confirm/cancel acknowledgements may")
+	if deferred && s.txn.Mode == p.ModeSaga && (s.txn.Status != p.StatusRunning || nt.Status != p.StatusRunning) {
+		return fmt.Errorf("a saga deferred a write from %s to %s; only action successes that leave it running may", s.txn.Status, nt.Status)
 	}
 	if deferred && s.txn.Mode == p.ModeMsg && s.txn.Status != p.StatusDelivering {
 		return fmt.Errorf("a message deferred a write in %s; only delivery acknowledgements may", s.txn.Status)
@@ -467,7 +489,7 @@ func (s *sim) checkEffects(nt p.Txn, fx []p.Effect) error {
 			}
 			s.armed = append(s.armed, e.At)
 		case p.Call:
-			if !persisted {
+			if !persisted && !(deferred && nt.Mode == p.ModeSaga && e.Op == p.OpAction) {
 				return fmt.Errorf("%s without a Persist first", fmtEffect(e))
 			}
 			if err := s.checkCall(nt, e); err != nil {
@@ -598,7 +620,15 @@ func (s *sim) checkCall(nt p.Txn, c p.Call) error {
 		if nt.Status != p.StatusAborted {
 			return fmt.Errorf("abort in status %q", nt.Status)
 		}
-		if s.votedReadOnly[c.Branch] || s.votedNo[c.Branch] || s.calls[c.Branch][p.OpPrepare] == 0 {
+		// A read-only or no vote the machine still knows of rules the
+		// abort out; one lost with a deferred step (a crash) does not:
+		// the abort then reaches a participant with nothing prepared.
+		known := false
+		if i := s.txn.Branch(c.Branch); i >= 0 {
+			b := s.txn.Branches[i]
+			known = b.Fwd.Status == p.OpRejected || b.Bwd.Status == p.OpSkipped
+		}
+		if known && (s.votedReadOnly[c.Branch] || s.votedNo[c.Branch]) || s.calls[c.Branch][p.OpPrepare] == 0 {
 			return fmt.Errorf("abort to a branch that cannot have prepared")
 		}
 		if s.sentAny(p.OpCommit) {
@@ -670,10 +700,15 @@ func (s *sim) checkEnd() error {
 			}
 		case t.Mode == p.ModeSaga:
 			ran := c[p.OpAction] > 0 && b.Fwd.Status != p.OpRejected
-			if ran != (b.Bwd.Status == p.OpDone) || ran != (c[p.OpCompensate] > 0) {
+			// After a restart that lost deferred steps, a branch whose
+			// action is idle in the recovered state is compensated
+			// whether or not it ran (a null compensation if not).
+			nullComp := t.MaybeAhead && b.Fwd.Status == p.OpIdle
+			if (ran && b.Bwd.Status != p.OpDone) || ran && c[p.OpCompensate] == 0 ||
+				!nullComp && (ran != (b.Bwd.Status == p.OpDone) || ran != (c[p.OpCompensate] > 0)) {
 				return fmt.Errorf("aborted saga: branch %s action %s (%d calls), compensation %s (%d calls)", b.ID, fmtOp(b.Fwd), c[p.OpAction], fmtOp(b.Bwd), c[p.OpCompensate])
 			}
-			if !ran && b.Bwd.Status != p.OpSkipped {
+			if !ran && b.Bwd.Status != p.OpSkipped && !(t.MaybeAhead && b.Fwd.Status == p.OpIdle && b.Bwd.Status == p.OpDone) {
 				return fmt.Errorf("aborted saga: branch %s never ran but compensation is %s", b.ID, fmtOp(b.Bwd))
 			}
 			for id, ds := range s.deps {
@@ -700,7 +735,7 @@ func (s *sim) checkEnd() error {
 			// Presumed abort: one abort, unacknowledged, to every branch
 			// that may have prepared; none to the others.
 			mayHavePrepared := c[p.OpPrepare] > 0 && !s.votedNo[b.ID] && !s.votedReadOnly[b.ID]
-			if c[p.OpCommit] > 0 || (mayHavePrepared && c[p.OpAbort] != 1) || (!mayHavePrepared && c[p.OpAbort] != 0) {
+			if c[p.OpCommit] > 0 || (mayHavePrepared && c[p.OpAbort] != 1) || (!mayHavePrepared && c[p.OpAbort] != 0 && !s.voteLost[b.ID]) {
 				return fmt.Errorf("aborted 2pc: branch %s prepare %s (%d calls, yes=%v no=%v read-only=%v), %d commits, %d aborts",
 					b.ID, fmtOp(b.Fwd), c[p.OpPrepare], s.votedYes[b.ID], s.votedNo[b.ID], s.votedReadOnly[b.ID], c[p.OpCommit], c[p.OpAbort])
 			}

@@ -162,6 +162,12 @@ type Txn struct {
 	// NotBefore delays a message's deliveries until this time (unix ns).
 	NotBefore     int64 `json:"not_before,omitempty"`
 	TotalAttempts int   `json:"total_attempts,omitempty"`
+	// MaybeAhead: the transaction was recovered from a written state that
+	// deferred steps may have run ahead of, so a branch whose action is
+	// idle here may have been called before the restart. A saga that then
+	// compensates compensates such branches too (null compensations, which
+	// the participant's barrier records and absorbs).
+	MaybeAhead bool `json:"maybe_ahead,omitempty"`
 	// Fingerprint of the submitted content, so that a resubmission of the
 	// same gid can be told apart from a different transaction.
 	SpecHash string `json:"spec_hash,omitempty"`

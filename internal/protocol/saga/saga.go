@@ -134,6 +134,16 @@ func result(t *p.Txn, ev p.Event, fx *p.Effects) error {
 		p.ApplyOutcome(t, b, op, r, op == &b.Fwd)
 	}
 	advance(t, r.Now, fx)
+	// An action's success that leaves the saga running needs no write of
+	// its own, even though the step calls the next actions: after a
+	// restart the coordinator re-runs every action not known to be done
+	// (the barrier absorbs repeats), and, since it cannot tell how far
+	// the lost steps got, a compensation then covers the idle branches
+	// too (MaybeAhead). A saga of N branches costs two forced writes, its
+	// acceptance and its outcome, instead of N+1.
+	if !stale && op == &b.Fwd && r.Outcome == p.OutcomeSuccess && t.Status == p.StatusRunning {
+		fx.DeferCalls()
+	}
 	return nil
 }
 
@@ -157,6 +167,9 @@ func tick(t *p.Txn, ev p.Event, fx *p.Effects) error {
 func recoverStep(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	now := ev.At()
 	p.LoseInflight(t, now)
+	// Deferred steps (see result) may have called actions this state
+	// shows as idle.
+	t.MaybeAhead = true
 	if t.Status == p.StatusRunning && t.Deadline > 0 && now >= t.Deadline {
 		p.Decide(t, p.StatusCompensating, now, "deadline exceeded")
 	}
@@ -245,8 +258,10 @@ func forward(t *p.Txn, now int64, fx *p.Effects) {
 
 // backward compensates, in reverse dependency order, every branch whose
 // action may have run. A branch whose action is still in flight is waited
-// for (the call is bounded by the branch timeout); one whose action never
-// started or was rejected needs no compensation.
+// for (the call is bounded by the branch timeout); one whose action was
+// rejected, or never started, needs no compensation. After a restart
+// (MaybeAhead) an idle action may have been called before it, so it is
+// compensated too.
 func backward(t *p.Txn, now int64, fx *p.Effects) {
 	n := len(t.Branches)
 	for i := range t.Branches {
@@ -255,7 +270,11 @@ func backward(t *p.Txn, now int64, fx *p.Effects) {
 			continue
 		}
 		switch b.Fwd.Status {
-		case p.OpIdle, p.OpRejected:
+		case p.OpIdle:
+			if !t.MaybeAhead {
+				b.Bwd.Status = p.OpSkipped
+			}
+		case p.OpRejected:
 			b.Bwd.Status = p.OpSkipped
 		case p.OpRetrying:
 			// Give up the forward retry: it may have happened, so compensate.
