@@ -68,9 +68,9 @@ type pendingCall struct {
 }
 
 type sim struct {
-	rng  *rand.Rand
-	m    *p.Machine
-	txn  p.Txn
+	rng *rand.Rand
+	m   *p.Machine
+	txn p.Txn
 	// durable is the last state a step persisted: a crash loses the
 	// deferred steps after it, as the runtime would.
 	durable p.Txn
