@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -113,4 +115,15 @@ func (b *BrokerCaller) Close() error {
 		delete(b.pubs, k)
 	}
 	return nil
+}
+
+// Close closes the callers that hold connections (the broker publishers).
+func (s *SchemeCaller) Close() error {
+	var errs []error
+	for _, c := range []Caller{s.HTTP, s.GRPC, s.Broker} {
+		if cl, ok := c.(io.Closer); ok {
+			errs = append(errs, cl.Close())
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -62,5 +63,23 @@ func TestHTTPCallerOutcomes(t *testing.T) {
 	out, _ := c.Call(t.Context(), "g1", protocol.ModeSaga, protocol.Call{Branch: "b1", Op: protocol.OpAction, URL: "http://127.0.0.1:1/x"})
 	if out != protocol.OutcomeUnknown {
 		t.Errorf("refused connection: %s, want unknown", out)
+	}
+}
+
+// With tracing on the server uses NewDecoratedCaller; it must route broker
+// URLs to the broker caller like the plain one, and Close must close it.
+func TestDecoratedCallerDeliversToBrokers(t *testing.T) {
+	for name, sc := range map[string]*SchemeCaller{
+		"plain":     NewSchemeCaller(),
+		"decorated": NewDecoratedCaller(func(context.Context, http.Header) {}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, ok := sc.Broker.(*BrokerCaller); !ok {
+				t.Fatalf("Broker = %T, want *BrokerCaller", sc.Broker)
+			}
+			if err := sc.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		})
 	}
 }

@@ -24,7 +24,9 @@ type Config struct {
 	// it is reloaded from the store and resumed (1s).
 	ReloadDelay time.Duration
 	Logger      *slog.Logger
-	// Caller performs branch calls (a SchemeCaller: HTTP and gRPC).
+	// Caller performs branch calls (a SchemeCaller: HTTP, gRPC and
+	// brokers). Close closes it, once no call is in flight, if it has a
+	// Close method (io.Closer): the broker connections it keeps.
 	Caller Caller
 	// Listener receives optional observability callbacks.
 	Listener Listener

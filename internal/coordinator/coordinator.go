@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -253,6 +254,11 @@ func (c *Coordinator) Close() error {
 	c.timers.stop()
 	c.cancel()
 	c.calls.Wait()
+	if cl, ok := c.caller.(io.Closer); ok {
+		if err := cl.Close(); err != nil {
+			c.log.Warn("closing the branch caller", "err", err)
+		}
+	}
 	c.commit.stop()
 	c.loops.Wait()
 	if c.leaser != nil {

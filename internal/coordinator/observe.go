@@ -171,7 +171,7 @@ func NewDecoratedCaller(decorate func(context.Context, http.Header)) *SchemeCall
 		h.Decorate = func(r *http.Request) { decorate(r.Context(), r.Header) }
 		g.Decorate = decorate
 	}
-	return &SchemeCaller{HTTP: h, GRPC: g}
+	return &SchemeCaller{HTTP: h, GRPC: g, Broker: NewBrokerCaller()}
 }
 
 // inDoubtLoop raises one "in-doubt" alert for every 2PC transaction with a
