@@ -8,7 +8,8 @@ import (
 	"github.com/concordtm/concord/internal/store"
 )
 
-// recordVersion is written in every record so the format can evolve.
+// recordVersion is the version of the JSON records written before the
+// binary format (codec_binary.go); they are still read.
 const recordVersion = 1
 
 type envelope struct {
@@ -16,12 +17,9 @@ type envelope struct {
 	Txn protocol.Txn `json:"txn"`
 }
 
-// encode turns a transaction into a store record.
+// encode turns a transaction into a store record, in the binary format.
 func encode(t *protocol.Txn) (store.Record, error) {
-	data, err := json.Marshal(envelope{V: recordVersion, Txn: *t})
-	if err != nil {
-		return store.Record{}, err
-	}
+	data := encodeBinary(make([]byte, 0, 256+256*len(t.Branches)), t)
 	return store.Record{
 		GID:       t.GID,
 		Mode:      string(t.Mode),
@@ -37,14 +35,22 @@ func encode(t *protocol.Txn) (store.Record, error) {
 // understands and that its content is self-consistent. It never panics on
 // arbitrary bytes.
 func decode(data []byte) (protocol.Txn, error) {
-	var env envelope
-	if err := json.Unmarshal(data, &env); err != nil {
-		return protocol.Txn{}, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+	var t protocol.Txn
+	if len(data) > 0 && data[0] == recordBinary {
+		var err error
+		if t, err = decodeBinary(data); err != nil {
+			return protocol.Txn{}, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+		}
+	} else {
+		var env envelope
+		if err := json.Unmarshal(data, &env); err != nil {
+			return protocol.Txn{}, fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+		}
+		if env.V != recordVersion {
+			return protocol.Txn{}, fmt.Errorf("%w: record version %d, want %d", store.ErrCorrupt, env.V, recordVersion)
+		}
+		t = env.Txn
 	}
-	if env.V != recordVersion {
-		return protocol.Txn{}, fmt.Errorf("%w: record version %d, want %d", store.ErrCorrupt, env.V, recordVersion)
-	}
-	t := env.Txn
 	if t.GID == "" {
 		return protocol.Txn{}, fmt.Errorf("%w: record without gid", store.ErrCorrupt)
 	}
