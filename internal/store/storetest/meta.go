@@ -24,6 +24,7 @@ var metaTests = []struct {
 	{"MetaLimits", meta(testMetaLimits)},
 	{"MetaApartFromRecords", meta(testMetaApart)},
 	{"MetaConcurrentIncrements", meta(testMetaConcurrent)},
+	{"MetaConcurrentUnconditional", meta(testMetaConcurrentAny)},
 }
 
 // meta adapts a Meta test to the suite's signature.
@@ -276,4 +277,42 @@ func testMetaConcurrent(t *testing.T, m store.Meta) {
 		t.Fatal(err)
 	}
 	checkMeta(t, m, "counter", fmt.Sprint(workers*each), workers*each+1)
+}
+
+// testMetaConcurrentAny writes one new key unconditionally from several
+// goroutines at once: every write gets its own version.
+func testMetaConcurrentAny(t *testing.T, m store.Meta) {
+	const workers = 6
+	versions := make(chan int64, workers)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := m.PutMeta(t.Context(), "race", []byte(fmt.Sprint(i)), store.MetaAny)
+			if err != nil {
+				errs <- err
+				return
+			}
+			versions <- v
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(versions)
+	for err := range errs {
+		t.Fatalf("unconditional PutMeta: %v", err)
+	}
+	seen := make(map[int64]bool)
+	for v := range versions {
+		if seen[v] || v < 1 || v > workers {
+			t.Fatalf("unconditional PutMeta returned version %d twice or out of 1..%d", v, workers)
+		}
+		seen[v] = true
+	}
+	e, err := m.GetMeta(t.Context(), "race")
+	if err != nil || e.Version != workers {
+		t.Fatalf("after %d writes: %+v, %v; want version %d", workers, e, err, workers)
+	}
 }
