@@ -65,7 +65,7 @@ func (r *Registry) Unsubscribe(ctx context.Context, topic, subscriber string) er
 	}
 	err := r.m.DeleteMeta(ctx, Key(topic, subscriber), store.MetaAny)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: topic %q has no subscriber %q", ErrNotSubscribed, topic, subscriber)
+		return fmt.Errorf("%w: topic %q, subscriber %q", ErrNotSubscribed, topic, subscriber)
 	}
 	return err
 }
@@ -112,7 +112,7 @@ func (r *Registry) Resolve(ctx context.Context, topics []string) ([]Subscription
 			return nil, err
 		}
 		if len(subs) == 0 {
-			return nil, fmt.Errorf("%w: topic %q has no subscribers", ErrNoSubscribers, t)
+			return nil, fmt.Errorf("%w: topic %q", ErrNoSubscribers, t)
 		}
 		out = append(out, subs...)
 	}
