@@ -245,3 +245,25 @@ func TestTopicBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriptionsSurviveKill: subscriptions on the embedded store are
+// durable when Subscribe returns; kill -9 loses none.
+func TestSubscriptionsSurviveKill(t *testing.T) {
+	dir := t.TempDir()
+	srv := proc.Start(t, dir, nil)
+	c := client.New(srv.URL)
+	for _, s := range []string{"a", "b", "c"} {
+		if _, _, err := c.Subscribe(t.Context(), "orders", s, "http://127.0.0.1:9/"+s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Unsubscribe(t.Context(), "orders", "b"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	srv = restartOn(t, dir, strings.TrimPrefix(srv.URL, "http://"))
+	subs, err := client.New(srv.URL).Subscriptions(t.Context(), "orders")
+	if err != nil || len(subs) != 2 || subs[0].Subscriber != "a" || subs[1].Subscriber != "c" {
+		t.Fatalf("after kill -9 and restart: %v, %v; want a and c", subs, err)
+	}
+}
