@@ -73,6 +73,13 @@ func (c *Coordinator) createMessage(ctx context.Context, spec MessageSpec, prepa
 	}{prepared, spec})
 	dests, err := c.expandTopics(ctx, spec)
 	if err != nil {
+		// A repeated submission is answered from the message it created,
+		// even if its topics have lost their subscribers since.
+		if !minted {
+			if cur, gerr := c.Get(ctx, spec.GID); gerr == nil {
+				return sameOrConflict(cur, protocol.Txn{Mode: protocol.ModeMsg, SpecHash: hash})
+			}
+		}
 		return protocol.Txn{}, err
 	}
 	branches := make([]protocol.Branch, 0, len(dests)+1)

@@ -97,6 +97,15 @@ func TestTopicSnapshot(t *testing.T) {
 	if got, want := branchIDs(again), []string{msg.CheckBranch, "orders:a", "orders:b"}; !slices.Equal(got, want) {
 		t.Fatalf("repeated prepare returned %q, want %q", got, want)
 	}
+	if err := c.Unsubscribe(t.Context(), "orders", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unsubscribe(t.Context(), "orders", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := c.PrepareMessage(t.Context(), spec); err != nil || !slices.Equal(branchIDs(again), []string{msg.CheckBranch, "orders:a", "orders:b"}) {
+		t.Fatalf("repeating the prepare after the topic lost every subscriber: %q, %v", branchIDs(again), err)
+	}
 	if _, err := c.SubmitMessage(t.Context(), "m2"); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[v1.Subscri
 	if err := topic.CheckSubscriber(r.Subscriber); err != nil {
 		return nil, invalid(err)
 	}
-	if err := checkDestination("url", r.Url); err != nil {
+	if err := checkDestination("subscription", r.Url); err != nil {
 		return nil, invalid(err)
 	}
 	sub, created, changed, err := s.coord.Subscribe(ctx, topic.Subscription{Topic: r.Topic, Subscriber: r.Subscriber, URL: r.Url})
