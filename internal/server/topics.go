@@ -28,19 +28,24 @@ func (s *Service) checkTopics(topics []string) error {
 	return nil
 }
 
+// checkSubscribe validates a Subscribe request without the coordinator.
+func checkSubscribe(r *v1.SubscribeRequest) error {
+	if err := topic.CheckTopic(r.Topic); err != nil {
+		return err
+	}
+	if err := topic.CheckSubscriber(r.Subscriber); err != nil {
+		return err
+	}
+	return checkDestination("subscription", r.Url)
+}
+
 func subscriptionProto(sub topic.Subscription) *v1.Subscription {
 	return &v1.Subscription{Topic: sub.Topic, Subscriber: sub.Subscriber, Url: sub.URL, UpdatedAtUnixMs: sub.UpdatedAt}
 }
 
 func (s *Service) Subscribe(ctx context.Context, req *connect.Request[v1.SubscribeRequest]) (*connect.Response[v1.SubscribeResponse], error) {
 	r := req.Msg
-	if err := topic.CheckTopic(r.Topic); err != nil {
-		return nil, invalid(err)
-	}
-	if err := topic.CheckSubscriber(r.Subscriber); err != nil {
-		return nil, invalid(err)
-	}
-	if err := checkDestination("subscription", r.Url); err != nil {
+	if err := checkSubscribe(r); err != nil {
 		return nil, invalid(err)
 	}
 	sub, created, changed, err := s.coord.Subscribe(ctx, topic.Subscription{Topic: r.Topic, Subscriber: r.Subscriber, URL: r.Url})
