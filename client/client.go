@@ -46,9 +46,9 @@ const (
 // Errors, tested with errors.Is. Each wraps the server's message.
 var (
 	ErrInvalid      = errors.New("concord: invalid request")
-	ErrNotFound     = errors.New("concord: transaction not found")
+	ErrNotFound     = errors.New("concord: not found") // no such transaction or subscription
 	ErrConflict     = errors.New("concord: conflict with an existing transaction")
-	ErrPrecondition = errors.New("concord: not allowed in the transaction's current state")
+	ErrPrecondition = errors.New("concord: not allowed in the current state") // of the transaction, or a topic without subscribers
 	ErrUnavailable  = errors.New("concord: coordinator unavailable; retry")
 	ErrUnauthorized = errors.New("concord: unauthenticated")
 )

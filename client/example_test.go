@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -141,4 +142,65 @@ func ExampleClient_NewThreePC() {
 	// 3pc succeeded
 	// order can-commit pre-commit do-commit done
 	// stock can-commit pre-commit do-commit done
+}
+
+// ExampleMessage_ToTopic sends one message to a topic with two
+// subscribers; each becomes a destination of its own, "topic:subscriber".
+func ExampleMessage_ToTopic() {
+	coord, stop := startCoordinator()
+	defer stop()
+	p := shop()
+	defer p.Close()
+	c := client.New(coord)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	for _, name := range []string{"billing", "stock"} {
+		if _, _, err := c.Subscribe(ctx, "orders", name, p.URL+"/"+name); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	tx, err := c.NewMessage("").ToTopic("orders").Payload(`{"order":42}`).SendAndWait(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(tx.Status)
+	for _, b := range tx.Branches {
+		fmt.Println(b.Id, b.ForwardStatus)
+	}
+	// Output:
+	// succeeded
+	// orders:billing done
+	// orders:stock done
+}
+
+// ExampleClient_Subscribe manages subscriptions: Subscribe is idempotent,
+// Unsubscribe of an unknown subscription is ErrNotFound.
+func ExampleClient_Subscribe() {
+	coord, stop := startCoordinator()
+	defer stop()
+	c := client.New(coord)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	_, created, _ := c.Subscribe(ctx, "orders", "billing", "http://billing.internal/orders")
+	fmt.Println("created:", created)
+	_, created, _ = c.Subscribe(ctx, "orders", "billing", "http://billing.internal/orders")
+	fmt.Println("created again:", created)
+	_, _, _ = c.Subscribe(ctx, "orders", "audit", "nats://127.0.0.1:4222?subject=orders.audit")
+	subs, _ := c.Subscriptions(ctx, "orders")
+	for _, s := range subs {
+		fmt.Println(s.Topic, s.Subscriber, s.Url)
+	}
+	_ = c.Unsubscribe(ctx, "orders", "audit")
+	err := c.Unsubscribe(ctx, "orders", "audit")
+	fmt.Println(errors.Is(err, client.ErrNotFound))
+	// Output:
+	// created: true
+	// created again: false
+	// orders audit nats://127.0.0.1:4222?subject=orders.audit
+	// orders billing http://billing.internal/orders
+	// true
 }

@@ -30,6 +30,7 @@ type Message struct {
 	gid     string
 	payload string
 	dests   []*v1.MessageDestination
+	topics  []string
 	opts    *v1.TransactionOptions
 	delay   time.Duration
 	err     error
@@ -63,6 +64,16 @@ func (m *Message) Payload(payload any) *Message {
 // broker URL (amqp://, nats://, redis://, kafka://).
 func (m *Message) To(url string) *Message { return m.ToBranch("", url, nil) }
 
+// ToTopic adds a topic: when the coordinator accepts the message, every
+// current subscriber of the topic becomes a destination "topic:subscriber"
+// that gets the message's payload. Subscribers added or removed later do
+// not change an accepted message. A topic without subscribers makes
+// Prepare and Send fail with ErrPrecondition, and nothing is accepted.
+func (m *Message) ToTopic(topic string) *Message {
+	m.topics = append(m.topics, topic)
+	return m
+}
+
 // ToBranch adds a destination with an id and its own payload (nil: the
 // message's).
 func (m *Message) ToBranch(id, url string, payload any) *Message {
@@ -91,7 +102,7 @@ func (m *Message) Prepare(ctx context.Context, checkURL string) (*Transaction, e
 		return nil, m.err
 	}
 	resp, err := m.c.rpc.PrepareMessage(ctx, connect.NewRequest(&v1.PrepareMessageRequest{
-		Gid: m.gid, Destinations: m.dests, Payload: m.payload, CheckUrl: checkURL,
+		Gid: m.gid, Destinations: m.dests, Topics: m.topics, Payload: m.payload, CheckUrl: checkURL,
 		Options: m.opts, DelayMs: m.delay.Milliseconds(),
 	}))
 	if err != nil {
@@ -150,7 +161,7 @@ func (m *Message) send(ctx context.Context, wait bool) (*Transaction, error) {
 		return nil, m.err
 	}
 	resp, err := m.c.rpc.SendMessage(ctx, connect.NewRequest(&v1.SendMessageRequest{
-		Gid: m.gid, Destinations: m.dests, Payload: m.payload, Options: m.opts,
+		Gid: m.gid, Destinations: m.dests, Topics: m.topics, Payload: m.payload, Options: m.opts,
 		DelayMs: m.delay.Milliseconds(), Wait: wait,
 	}))
 	if err != nil {

@@ -3,6 +3,7 @@
 //
 //	concord serve [flags]            run the coordinator
 //	concord tx list|show|retry|abort operate on transactions
+//	concord sub add|rm|list          manage message topic subscriptions
 //	concord migrate -store URL       set up a shared store's schema
 //	concord demo                     the shop example, end to end
 //	concord bench [flags]            measure throughput and latency
@@ -22,6 +23,7 @@ const usage = `usage: concord <command> [flags]
 commands:
   serve    run the coordinator (concord serve -h for flags)
   tx       list, show, retry or abort transactions
+  sub      add, remove or list the subscribers of message topics
   migrate  create or upgrade the schema of a shared store (-store URL)
   demo     run the shop example end to end on the embedded store
   bench    measure sagas/s and latency against a real coordinator
@@ -44,6 +46,8 @@ func run(args []string) int {
 		err = cli.Serve(args[1:], env)
 	case "tx":
 		err = cli.Tx(args[1:], env)
+	case "sub":
+		err = cli.Sub(args[1:], env)
 	case "migrate":
 		err = cli.Migrate(args[1:], env)
 	case "demo":

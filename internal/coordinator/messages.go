@@ -14,6 +14,16 @@ import (
 type MessageSpec struct {
 	GID          string
 	Destinations []protocol.Branch
+	// Topics are expanded when the message is accepted into one
+	// destination per current subscription (see package topic), with id
+	// "topic:subscriber" and Payload as body. The new fields are left out
+	// of the spec hash when empty, so messages without topics hash as
+	// before.
+	Topics  []string `json:",omitempty"`
+	Payload []byte   `json:",omitempty"`
+	// MaxDestinations bounds the destinations after expansion (0: no
+	// bound).
+	MaxDestinations int `json:"-"`
 	// CheckURL is the producer's check-back endpoint (prepared messages
 	// only).
 	CheckURL string
@@ -46,27 +56,43 @@ func (c *Coordinator) createMessage(ctx context.Context, spec MessageSpec, prepa
 	if minted {
 		spec.GID = NewGID()
 	}
-	if err := nameBranches("message", spec.Destinations); err != nil {
-		return protocol.Txn{}, err
+	if len(spec.Topics) == 0 || len(spec.Destinations) > 0 {
+		if err := nameBranches("message", spec.Destinations); err != nil {
+			return protocol.Txn{}, err
+		}
 	}
 	if spec.Delay < 0 {
 		return protocol.Txn{}, fmt.Errorf("%w: delay must not be negative", ErrInvalid)
 	}
-	branches := make([]protocol.Branch, 0, len(spec.Destinations)+1)
+	// The hash covers the message as submitted (topic names, not their
+	// subscribers), so that a retry of the same submission is recognised
+	// even after the subscriptions changed.
+	hash := specHash(struct {
+		Prepared bool
+		Spec     MessageSpec
+	}{prepared, spec})
+	dests, err := c.expandTopics(ctx, spec)
+	if err != nil {
+		// A repeated submission is answered from the message it created,
+		// even if its topics have lost their subscribers since.
+		if !minted {
+			if cur, gerr := c.Get(ctx, spec.GID); gerr == nil {
+				return sameOrConflict(cur, protocol.Txn{Mode: protocol.ModeMsg, SpecHash: hash})
+			}
+		}
+		return protocol.Txn{}, err
+	}
+	branches := make([]protocol.Branch, 0, len(dests)+1)
 	if prepared {
 		branches = append(branches, protocol.Branch{ID: msg.CheckBranch, ForwardOp: protocol.OpCheck, ForwardURL: spec.CheckURL})
 	}
-	for _, d := range spec.Destinations {
+	for _, d := range dests {
 		if d.ID == msg.CheckBranch {
 			return protocol.Txn{}, fmt.Errorf("%w: destination id %q is reserved", ErrInvalid, msg.CheckBranch)
 		}
 		d.ForwardOp = protocol.OpDeliver
 		branches = append(branches, d)
 	}
-	hash := specHash(struct {
-		Prepared bool
-		Spec     MessageSpec
-	}{prepared, spec})
 	t := protocol.Txn{
 		GID: spec.GID, Mode: protocol.ModeMsg, Options: withDefaults(spec.Options, c.cfg.Defaults),
 		Branches: branches, SpecHash: hash,

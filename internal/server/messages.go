@@ -28,12 +28,15 @@ func checkDestination(what, raw string) error {
 	return nil
 }
 
-func (s *Service) checkMessage(gid string, dests []*v1.MessageDestination, payload string, o *v1.TransactionOptions, delayMs int64) error {
+func (s *Service) checkMessage(gid string, dests []*v1.MessageDestination, topics []string, payload string, o *v1.TransactionOptions, delayMs int64) error {
 	if err := checkID("gid", gid, false); err != nil {
 		return err
 	}
-	if len(dests) == 0 {
-		return fmt.Errorf("destinations: a message needs at least one destination")
+	if len(dests) == 0 && len(topics) == 0 {
+		return fmt.Errorf("destinations: a message needs at least one destination or topic")
+	}
+	if err := s.checkTopics(topics); err != nil {
+		return err
 	}
 	if len(dests) > s.limits.MaxBranches {
 		return fmt.Errorf("destinations: %d given, at most %d allowed", len(dests), s.limits.MaxBranches)
@@ -59,8 +62,13 @@ func (s *Service) checkMessage(gid string, dests []*v1.MessageDestination, paylo
 	return checkOptions(o)
 }
 
-func messageSpec(gid string, dests []*v1.MessageDestination, payload string, o *v1.TransactionOptions, delayMs int64) coordinator.MessageSpec {
+func (s *Service) messageSpec(gid string, dests []*v1.MessageDestination, topics []string, payload string, o *v1.TransactionOptions, delayMs int64) coordinator.MessageSpec {
 	spec := coordinator.MessageSpec{GID: gid, Options: optionsFromProto(o), Delay: time.Duration(delayMs) * time.Millisecond}
+	if len(topics) > 0 {
+		spec.Topics = topics
+		spec.Payload = []byte(payload)
+		spec.MaxDestinations = s.limits.MaxBranches
+	}
 	for _, d := range dests {
 		p := d.Payload
 		if p == "" {
@@ -73,13 +81,13 @@ func messageSpec(gid string, dests []*v1.MessageDestination, payload string, o *
 
 func (s *Service) PrepareMessage(ctx context.Context, req *connect.Request[v1.PrepareMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	r := req.Msg
-	if err := s.checkMessage(r.Gid, r.Destinations, r.Payload, r.Options, r.DelayMs); err != nil {
+	if err := s.checkMessage(r.Gid, r.Destinations, r.Topics, r.Payload, r.Options, r.DelayMs); err != nil {
 		return nil, invalid(err)
 	}
 	if err := checkURL("check_url", r.CheckUrl); err != nil {
 		return nil, invalid(err)
 	}
-	spec := messageSpec(r.Gid, r.Destinations, r.Payload, r.Options, r.DelayMs)
+	spec := s.messageSpec(r.Gid, r.Destinations, r.Topics, r.Payload, r.Options, r.DelayMs)
 	spec.CheckURL = r.CheckUrl
 	t, err := s.coord.PrepareMessage(ctx, spec)
 	if err != nil {
@@ -90,10 +98,10 @@ func (s *Service) PrepareMessage(ctx context.Context, req *connect.Request[v1.Pr
 
 func (s *Service) SendMessage(ctx context.Context, req *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	r := req.Msg
-	if err := s.checkMessage(r.Gid, r.Destinations, r.Payload, r.Options, r.DelayMs); err != nil {
+	if err := s.checkMessage(r.Gid, r.Destinations, r.Topics, r.Payload, r.Options, r.DelayMs); err != nil {
 		return nil, invalid(err)
 	}
-	t, err := s.coord.SendMessage(ctx, messageSpec(r.Gid, r.Destinations, r.Payload, r.Options, r.DelayMs))
+	t, err := s.coord.SendMessage(ctx, s.messageSpec(r.Gid, r.Destinations, r.Topics, r.Payload, r.Options, r.DelayMs))
 	if err != nil {
 		return nil, apiError(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/concordtm/concord/internal/coordinator"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/store"
+	"github.com/concordtm/concord/internal/topic"
 )
 
 // Service implements the CoordinatorService API.
@@ -42,15 +43,16 @@ func apiError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, coordinator.ErrInvalid), errors.Is(err, protocol.ErrInvalidEvent):
+	case errors.Is(err, coordinator.ErrInvalid), errors.Is(err, protocol.ErrInvalidEvent), errors.Is(err, topic.ErrInvalid):
 		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, coordinator.ErrNotFound):
+	case errors.Is(err, coordinator.ErrNotFound), errors.Is(err, topic.ErrNotSubscribed):
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, coordinator.ErrGIDConflict), errors.Is(err, protocol.ErrConflict):
 		return connect.NewError(connect.CodeAlreadyExists, err)
-	case errors.Is(err, protocol.ErrInvalidTransition):
+	case errors.Is(err, protocol.ErrInvalidTransition), errors.Is(err, topic.ErrNoSubscribers), errors.Is(err, topic.ErrUnsupported):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
-	case errors.Is(err, coordinator.ErrUnavailable), errors.Is(err, coordinator.ErrClosed), errors.Is(err, coordinator.ErrMoved):
+	case errors.Is(err, coordinator.ErrUnavailable), errors.Is(err, coordinator.ErrClosed), errors.Is(err, coordinator.ErrMoved),
+		errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrConflict):
 		return connect.NewError(connect.CodeUnavailable, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)

@@ -168,3 +168,87 @@ type Deleter interface {
 	// limit <= 0 deletes nothing.
 	DeleteFinished(ctx context.Context, updatedBefore int64, limit int) (int, error)
 }
+
+// MetaAny is the expected version that makes PutMeta and DeleteMeta
+// unconditional.
+const MetaAny int64 = -1
+
+// MaxMetaKey and MaxMetaValue bound a metadata entry; a longer key or value
+// is refused with an error wrapping ErrInvalidMeta.
+const (
+	MaxMetaKey   = 512
+	MaxMetaValue = 64 << 10
+)
+
+// ErrInvalidMeta: a metadata key is empty or too long, or a value too large.
+var ErrInvalidMeta = errors.New("store: invalid metadata entry")
+
+// MetaEntry is one small, durable key/value entry beside the transaction
+// records: configuration that several coordinators sharing a store must
+// agree on (topic subscriptions, for one). Version is 1 when the key is
+// first written and grows by one with every later write; a deleted and
+// re-created key starts again at 1.
+type MetaEntry struct {
+	Key     string
+	Value   []byte
+	Version int64
+}
+
+// Meta is the capability to keep metadata entries. Every backend in this
+// repository implements it; the coordinator discovers it by type assertion
+// and refuses the calls that need it on a store without it.
+//
+// Writes are durable when they return nil, like Commit, and visible at once
+// to every coordinator sharing the store. Keys are compared as bytes.
+type Meta interface {
+	// GetMeta returns the entry for key, or an error wrapping ErrNotFound.
+	GetMeta(ctx context.Context, key string) (MetaEntry, error)
+
+	// PutMeta writes value under key if the stored version is expected:
+	// 0 means the key must be absent, n > 0 that its version is n, MetaAny
+	// that anything goes. On a mismatch nothing is written and the error
+	// wraps ErrConflict. It returns the new version.
+	PutMeta(ctx context.Context, key string, value []byte, expected int64) (int64, error)
+
+	// DeleteMeta removes key if its version is expected (n > 0, or MetaAny).
+	// An absent key is an error wrapping ErrNotFound; a version mismatch
+	// one wrapping ErrConflict, and nothing is deleted.
+	DeleteMeta(ctx context.Context, key string, expected int64) error
+
+	// ListMeta returns every entry whose key starts with prefix (all
+	// entries for ""), in ascending key order.
+	ListMeta(ctx context.Context, prefix string) ([]MetaEntry, error)
+}
+
+// CheckMeta validates a key (and a value, for writes) the way every
+// backend must: a non-empty key of at most MaxMetaKey bytes, a value of at
+// most MaxMetaValue bytes.
+func CheckMeta(key string, value []byte) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidMeta)
+	case len(key) > MaxMetaKey:
+		return fmt.Errorf("%w: key is %d bytes, at most %d", ErrInvalidMeta, len(key), MaxMetaKey)
+	case len(value) > MaxMetaValue:
+		return fmt.Errorf("%w: value of %q is %d bytes, at most %d", ErrInvalidMeta, key, len(value), MaxMetaValue)
+	}
+	return nil
+}
+
+// MetaConflict builds the error PutMeta and DeleteMeta return on a version
+// mismatch.
+func MetaConflict(key string, expected, stored int64) error {
+	if stored == 0 {
+		return fmt.Errorf("%w: metadata %q: expected version %d, but it does not exist", ErrConflict, key, expected)
+	}
+	return fmt.Errorf("%w: metadata %q: expected version %d, stored %d", ErrConflict, key, expected, stored)
+}
+
+// MetaNextVersion checks expected against stored (0: absent) and returns the
+// version a write stores, or the conflict error.
+func MetaNextVersion(key string, expected, stored int64) (int64, error) {
+	if expected != MetaAny && expected != stored {
+		return 0, MetaConflict(key, expected, stored)
+	}
+	return stored + 1, nil
+}

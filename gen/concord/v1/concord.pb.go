@@ -819,7 +819,12 @@ type PrepareMessageRequest struct {
 	// checking back.
 	Options *TransactionOptions `protobuf:"bytes,5,opt,name=options,proto3" json:"options,omitempty"`
 	// Deliver no earlier than this long after acceptance.
-	DelayMs       int64 `protobuf:"varint,6,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	DelayMs int64 `protobuf:"varint,6,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// Topics whose subscribers also get the message (with payload as body):
+	// each current subscription becomes a destination "topic:subscriber"
+	// when the message is accepted. A topic without subscribers is
+	// FAILED_PRECONDITION. destinations may then be empty.
+	Topics        []string `protobuf:"bytes,7,rep,name=topics,proto3" json:"topics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -896,6 +901,13 @@ func (x *PrepareMessageRequest) GetDelayMs() int64 {
 	return 0
 }
 
+func (x *PrepareMessageRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
 type SendMessageRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Gid          string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
@@ -904,7 +916,9 @@ type SendMessageRequest struct {
 	Options      *TransactionOptions    `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
 	DelayMs      int64                  `protobuf:"varint,5,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	// Return only when every destination has acknowledged (or it is stuck).
-	Wait          bool `protobuf:"varint,6,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait bool `protobuf:"varint,6,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Topics, as in PrepareMessageRequest.
+	Topics        []string `protobuf:"bytes,7,rep,name=topics,proto3" json:"topics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -981,6 +995,385 @@ func (x *SendMessageRequest) GetWait() bool {
 	return false
 }
 
+func (x *SendMessageRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+// A subscriber of a topic.
+type Subscription struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topic and subscriber names: letters, digits, '.', '_', '-'; at most
+	// 63 and 64 bytes (so "topic:subscriber" is a valid destination id).
+	Topic      string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Subscriber string `protobuf:"bytes,2,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	// Any message destination: http(s), grpc(s), amqp(s), nats, redis(s),
+	// kafka.
+	Url             string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	UpdatedAtUnixMs int64  `protobuf:"varint,4,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Subscription) Reset() {
+	*x = Subscription{}
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subscription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subscription) ProtoMessage() {}
+
+func (x *Subscription) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
+func (*Subscription) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Subscription) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *Subscription) GetSubscriber() string {
+	if x != nil {
+		return x.Subscriber
+	}
+	return ""
+}
+
+func (x *Subscription) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Subscription) GetUpdatedAtUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedAtUnixMs
+	}
+	return 0
+}
+
+type SubscribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Subscriber    string                 `protobuf:"bytes,2,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	Url           string                 `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SubscribeRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetSubscriber() string {
+	if x != nil {
+		return x.Subscriber
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+type SubscribeResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Subscription *Subscription          `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	// The subscription did not exist before.
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// Something was written (false: the same subscription existed).
+	Changed       bool `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeResponse) Reset() {
+	*x = SubscribeResponse{}
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeResponse) ProtoMessage() {}
+
+func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SubscribeResponse) GetSubscription() *Subscription {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *SubscribeResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type UnsubscribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Subscriber    string                 `protobuf:"bytes,2,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsubscribeRequest) Reset() {
+	*x = UnsubscribeRequest{}
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeRequest) ProtoMessage() {}
+
+func (x *UnsubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeRequest.ProtoReflect.Descriptor instead.
+func (*UnsubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UnsubscribeRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *UnsubscribeRequest) GetSubscriber() string {
+	if x != nil {
+		return x.Subscriber
+	}
+	return ""
+}
+
+type UnsubscribeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsubscribeResponse) Reset() {
+	*x = UnsubscribeResponse{}
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeResponse) ProtoMessage() {}
+
+func (x *UnsubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeResponse.ProtoReflect.Descriptor instead.
+func (*UnsubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
+}
+
+type ListSubscriptionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every topic.
+	Topic         string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubscriptionsRequest) Reset() {
+	*x = ListSubscriptionsRequest{}
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubscriptionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubscriptionsRequest) ProtoMessage() {}
+
+func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubscriptionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSubscriptionsRequest) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListSubscriptionsRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+type ListSubscriptionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscriptions []*Subscription        `protobuf:"bytes,1,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubscriptionsResponse) Reset() {
+	*x = ListSubscriptionsResponse{}
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubscriptionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubscriptionsResponse) ProtoMessage() {}
+
+func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return nil
+}
+
 type EndMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Gid   string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
@@ -994,7 +1387,7 @@ type EndMessageRequest struct {
 
 func (x *EndMessageRequest) Reset() {
 	*x = EndMessageRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1399,7 @@ func (x *EndMessageRequest) String() string {
 func (*EndMessageRequest) ProtoMessage() {}
 
 func (x *EndMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[14]
+	mi := &file_concord_v1_concord_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1412,7 @@ func (x *EndMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMessageRequest.ProtoReflect.Descriptor instead.
 func (*EndMessageRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{14}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EndMessageRequest) GetGid() string {
@@ -1052,7 +1445,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1457,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[15]
+	mi := &file_concord_v1_concord_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1470,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{15}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetDecisionRequest) GetGid() string {
@@ -1097,7 +1490,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1502,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[16]
+	mi := &file_concord_v1_concord_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1515,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{16}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetDecisionResponse) GetDecision() string {
@@ -1142,7 +1535,7 @@ type BeginTCCRequest struct {
 
 func (x *BeginTCCRequest) Reset() {
 	*x = BeginTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1547,7 @@ func (x *BeginTCCRequest) String() string {
 func (*BeginTCCRequest) ProtoMessage() {}
 
 func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[17]
+	mi := &file_concord_v1_concord_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1560,7 @@ func (x *BeginTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTCCRequest.ProtoReflect.Descriptor instead.
 func (*BeginTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{17}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BeginTCCRequest) GetGid() string {
@@ -1203,7 +1596,7 @@ type RegisterBranchRequest struct {
 
 func (x *RegisterBranchRequest) Reset() {
 	*x = RegisterBranchRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1608,7 @@ func (x *RegisterBranchRequest) String() string {
 func (*RegisterBranchRequest) ProtoMessage() {}
 
 func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[18]
+	mi := &file_concord_v1_concord_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1621,7 @@ func (x *RegisterBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchRequest.ProtoReflect.Descriptor instead.
 func (*RegisterBranchRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{18}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegisterBranchRequest) GetGid() string {
@@ -1289,7 +1682,7 @@ type RegisterBranchResponse struct {
 
 func (x *RegisterBranchResponse) Reset() {
 	*x = RegisterBranchResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1694,7 @@ func (x *RegisterBranchResponse) String() string {
 func (*RegisterBranchResponse) ProtoMessage() {}
 
 func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[19]
+	mi := &file_concord_v1_concord_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1707,7 @@ func (x *RegisterBranchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBranchResponse.ProtoReflect.Descriptor instead.
 func (*RegisterBranchResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{19}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RegisterBranchResponse) GetTransaction() *Transaction {
@@ -1335,7 +1728,7 @@ type EndTCCRequest struct {
 
 func (x *EndTCCRequest) Reset() {
 	*x = EndTCCRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1740,7 @@ func (x *EndTCCRequest) String() string {
 func (*EndTCCRequest) ProtoMessage() {}
 
 func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[20]
+	mi := &file_concord_v1_concord_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1753,7 @@ func (x *EndTCCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTCCRequest.ProtoReflect.Descriptor instead.
 func (*EndTCCRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{20}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EndTCCRequest) GetGid() string {
@@ -1388,7 +1781,7 @@ type GetTransactionRequest struct {
 
 func (x *GetTransactionRequest) Reset() {
 	*x = GetTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[21]
+	mi := &file_concord_v1_concord_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1793,7 @@ func (x *GetTransactionRequest) String() string {
 func (*GetTransactionRequest) ProtoMessage() {}
 
 func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[21]
+	mi := &file_concord_v1_concord_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1806,7 @@ func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionRequest.ProtoReflect.Descriptor instead.
 func (*GetTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{21}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetTransactionRequest) GetGid() string {
@@ -1446,7 +1839,7 @@ type GetTransactionResponse struct {
 
 func (x *GetTransactionResponse) Reset() {
 	*x = GetTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[22]
+	mi := &file_concord_v1_concord_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1851,7 @@ func (x *GetTransactionResponse) String() string {
 func (*GetTransactionResponse) ProtoMessage() {}
 
 func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[22]
+	mi := &file_concord_v1_concord_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1864,7 @@ func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionResponse.ProtoReflect.Descriptor instead.
 func (*GetTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{22}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetTransactionResponse) GetTransaction() *Transaction {
@@ -1495,7 +1888,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[23]
+	mi := &file_concord_v1_concord_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1900,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[23]
+	mi := &file_concord_v1_concord_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1913,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{23}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListTransactionsRequest) GetStatus() string {
@@ -1568,7 +1961,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[24]
+	mi := &file_concord_v1_concord_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1973,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[24]
+	mi := &file_concord_v1_concord_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1986,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{24}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -1619,7 +2012,7 @@ type RetryTransactionRequest struct {
 
 func (x *RetryTransactionRequest) Reset() {
 	*x = RetryTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[25]
+	mi := &file_concord_v1_concord_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +2024,7 @@ func (x *RetryTransactionRequest) String() string {
 func (*RetryTransactionRequest) ProtoMessage() {}
 
 func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[25]
+	mi := &file_concord_v1_concord_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +2037,7 @@ func (x *RetryTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionRequest.ProtoReflect.Descriptor instead.
 func (*RetryTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{25}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RetryTransactionRequest) GetGid() string {
@@ -1663,7 +2056,7 @@ type RetryTransactionResponse struct {
 
 func (x *RetryTransactionResponse) Reset() {
 	*x = RetryTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[26]
+	mi := &file_concord_v1_concord_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +2068,7 @@ func (x *RetryTransactionResponse) String() string {
 func (*RetryTransactionResponse) ProtoMessage() {}
 
 func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[26]
+	mi := &file_concord_v1_concord_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +2081,7 @@ func (x *RetryTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTransactionResponse.ProtoReflect.Descriptor instead.
 func (*RetryTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{26}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RetryTransactionResponse) GetTransaction() *Transaction {
@@ -1708,7 +2101,7 @@ type AbortTransactionRequest struct {
 
 func (x *AbortTransactionRequest) Reset() {
 	*x = AbortTransactionRequest{}
-	mi := &file_concord_v1_concord_proto_msgTypes[27]
+	mi := &file_concord_v1_concord_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +2113,7 @@ func (x *AbortTransactionRequest) String() string {
 func (*AbortTransactionRequest) ProtoMessage() {}
 
 func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[27]
+	mi := &file_concord_v1_concord_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2126,7 @@ func (x *AbortTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionRequest.ProtoReflect.Descriptor instead.
 func (*AbortTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{27}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AbortTransactionRequest) GetGid() string {
@@ -1759,7 +2152,7 @@ type AbortTransactionResponse struct {
 
 func (x *AbortTransactionResponse) Reset() {
 	*x = AbortTransactionResponse{}
-	mi := &file_concord_v1_concord_proto_msgTypes[28]
+	mi := &file_concord_v1_concord_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2164,7 @@ func (x *AbortTransactionResponse) String() string {
 func (*AbortTransactionResponse) ProtoMessage() {}
 
 func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[28]
+	mi := &file_concord_v1_concord_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2177,7 @@ func (x *AbortTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortTransactionResponse.ProtoReflect.Descriptor instead.
 func (*AbortTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{28}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AbortTransactionResponse) GetTransaction() *Transaction {
@@ -1822,7 +2215,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_concord_v1_concord_proto_msgTypes[29]
+	mi := &file_concord_v1_concord_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2227,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[29]
+	mi := &file_concord_v1_concord_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2240,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{29}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Transaction) GetGid() string {
@@ -1964,7 +2357,7 @@ type Branch struct {
 
 func (x *Branch) Reset() {
 	*x = Branch{}
-	mi := &file_concord_v1_concord_proto_msgTypes[30]
+	mi := &file_concord_v1_concord_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2369,7 @@ func (x *Branch) String() string {
 func (*Branch) ProtoMessage() {}
 
 func (x *Branch) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[30]
+	mi := &file_concord_v1_concord_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2382,7 @@ func (x *Branch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Branch.ProtoReflect.Descriptor instead.
 func (*Branch) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{30}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Branch) GetId() string {
@@ -2091,7 +2484,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_concord_v1_concord_proto_msgTypes[31]
+	mi := &file_concord_v1_concord_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2496,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_concord_v1_concord_proto_msgTypes[31]
+	mi := &file_concord_v1_concord_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2509,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_concord_v1_concord_proto_rawDescGZIP(), []int{31}
+	return file_concord_v1_concord_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Attempt) GetOp() string {
@@ -2223,21 +2616,50 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\x12MessageDestination\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\tR\apayload\"\xf9\x01\n" +
+	"\apayload\x18\x03 \x01(\tR\apayload\"\x91\x02\n" +
 	"\x15PrepareMessageRequest\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x12B\n" +
 	"\fdestinations\x18\x02 \x03(\v2\x1e.concord.v1.MessageDestinationR\fdestinations\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\tR\apayload\x12\x1b\n" +
 	"\tcheck_url\x18\x04 \x01(\tR\bcheckUrl\x128\n" +
 	"\aoptions\x18\x05 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\x12\x19\n" +
-	"\bdelay_ms\x18\x06 \x01(\x03R\adelayMs\"\xed\x01\n" +
+	"\bdelay_ms\x18\x06 \x01(\x03R\adelayMs\x12\x16\n" +
+	"\x06topics\x18\a \x03(\tR\x06topics\"\x85\x02\n" +
 	"\x12SendMessageRequest\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x12B\n" +
 	"\fdestinations\x18\x02 \x03(\v2\x1e.concord.v1.MessageDestinationR\fdestinations\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\tR\apayload\x128\n" +
 	"\aoptions\x18\x04 \x01(\v2\x1e.concord.v1.TransactionOptionsR\aoptions\x12\x19\n" +
 	"\bdelay_ms\x18\x05 \x01(\x03R\adelayMs\x12\x12\n" +
-	"\x04wait\x18\x06 \x01(\bR\x04wait\"Q\n" +
+	"\x04wait\x18\x06 \x01(\bR\x04wait\x12\x16\n" +
+	"\x06topics\x18\a \x03(\tR\x06topics\"\x83\x01\n" +
+	"\fSubscription\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
+	"\n" +
+	"subscriber\x18\x02 \x01(\tR\n" +
+	"subscriber\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12+\n" +
+	"\x12updated_at_unix_ms\x18\x04 \x01(\x03R\x0fupdatedAtUnixMs\"Z\n" +
+	"\x10SubscribeRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
+	"\n" +
+	"subscriber\x18\x02 \x01(\tR\n" +
+	"subscriber\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\"\x85\x01\n" +
+	"\x11SubscribeResponse\x12<\n" +
+	"\fsubscription\x18\x01 \x01(\v2\x18.concord.v1.SubscriptionR\fsubscription\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged\"J\n" +
+	"\x12UnsubscribeRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
+	"\n" +
+	"subscriber\x18\x02 \x01(\tR\n" +
+	"subscriber\"\x15\n" +
+	"\x13UnsubscribeResponse\"0\n" +
+	"\x18ListSubscriptionsRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\"[\n" +
+	"\x19ListSubscriptionsResponse\x12>\n" +
+	"\rsubscriptions\x18\x01 \x03(\v2\x18.concord.v1.SubscriptionR\rsubscriptions\"Q\n" +
 	"\x11EndMessageRequest\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\tR\x03gid\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
@@ -2331,8 +2753,7 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\vduration_us\x18\x04 \x01(\x03R\n" +
 	"durationUs\x12\x18\n" +
 	"\aoutcome\x18\x05 \x01(\tR\aoutcome\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error2\xd9\n" +
-	"\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error2\xd5\f\n" +
 	"\x12CoordinatorService\x12?\n" +
 	"\x06NewGID\x12\x19.concord.v1.NewGIDRequest\x1a\x1a.concord.v1.NewGIDResponse\x12G\n" +
 	"\n" +
@@ -2346,7 +2767,10 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"\x0ePrepareMessage\x12!.concord.v1.PrepareMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12J\n" +
 	"\rSubmitMessage\x12\x1d.concord.v1.EndMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12I\n" +
 	"\fAbortMessage\x12\x1d.concord.v1.EndMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12I\n" +
-	"\vSendMessage\x12\x1e.concord.v1.SendMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12N\n" +
+	"\vSendMessage\x12\x1e.concord.v1.SendMessageRequest\x1a\x1a.concord.v1.SubmitResponse\x12H\n" +
+	"\tSubscribe\x12\x1c.concord.v1.SubscribeRequest\x1a\x1d.concord.v1.SubscribeResponse\x12N\n" +
+	"\vUnsubscribe\x12\x1e.concord.v1.UnsubscribeRequest\x1a\x1f.concord.v1.UnsubscribeResponse\x12`\n" +
+	"\x11ListSubscriptions\x12$.concord.v1.ListSubscriptionsRequest\x1a%.concord.v1.ListSubscriptionsResponse\x12N\n" +
 	"\vGetDecision\x12\x1e.concord.v1.GetDecisionRequest\x1a\x1f.concord.v1.GetDecisionResponse\x12W\n" +
 	"\x0eGetTransaction\x12!.concord.v1.GetTransactionRequest\x1a\".concord.v1.GetTransactionResponse\x12]\n" +
 	"\x10ListTransactions\x12#.concord.v1.ListTransactionsRequest\x1a$.concord.v1.ListTransactionsResponse\x12]\n" +
@@ -2367,45 +2791,52 @@ func file_concord_v1_concord_proto_rawDescGZIP() []byte {
 	return file_concord_v1_concord_proto_rawDescData
 }
 
-var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_concord_v1_concord_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_concord_v1_concord_proto_goTypes = []any{
-	(*BranchRequest)(nil),            // 0: concord.v1.BranchRequest
-	(*BranchResponse)(nil),           // 1: concord.v1.BranchResponse
-	(*NewGIDRequest)(nil),            // 2: concord.v1.NewGIDRequest
-	(*NewGIDResponse)(nil),           // 3: concord.v1.NewGIDResponse
-	(*TransactionOptions)(nil),       // 4: concord.v1.TransactionOptions
-	(*SagaBranch)(nil),               // 5: concord.v1.SagaBranch
-	(*SubmitSagaRequest)(nil),        // 6: concord.v1.SubmitSagaRequest
-	(*SubmitResponse)(nil),           // 7: concord.v1.SubmitResponse
-	(*TwoPCBranch)(nil),              // 8: concord.v1.TwoPCBranch
-	(*SubmitTwoPCRequest)(nil),       // 9: concord.v1.SubmitTwoPCRequest
-	(*SubmitThreePCRequest)(nil),     // 10: concord.v1.SubmitThreePCRequest
-	(*MessageDestination)(nil),       // 11: concord.v1.MessageDestination
-	(*PrepareMessageRequest)(nil),    // 12: concord.v1.PrepareMessageRequest
-	(*SendMessageRequest)(nil),       // 13: concord.v1.SendMessageRequest
-	(*EndMessageRequest)(nil),        // 14: concord.v1.EndMessageRequest
-	(*GetDecisionRequest)(nil),       // 15: concord.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),      // 16: concord.v1.GetDecisionResponse
-	(*BeginTCCRequest)(nil),          // 17: concord.v1.BeginTCCRequest
-	(*RegisterBranchRequest)(nil),    // 18: concord.v1.RegisterBranchRequest
-	(*RegisterBranchResponse)(nil),   // 19: concord.v1.RegisterBranchResponse
-	(*EndTCCRequest)(nil),            // 20: concord.v1.EndTCCRequest
-	(*GetTransactionRequest)(nil),    // 21: concord.v1.GetTransactionRequest
-	(*GetTransactionResponse)(nil),   // 22: concord.v1.GetTransactionResponse
-	(*ListTransactionsRequest)(nil),  // 23: concord.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil), // 24: concord.v1.ListTransactionsResponse
-	(*RetryTransactionRequest)(nil),  // 25: concord.v1.RetryTransactionRequest
-	(*RetryTransactionResponse)(nil), // 26: concord.v1.RetryTransactionResponse
-	(*AbortTransactionRequest)(nil),  // 27: concord.v1.AbortTransactionRequest
-	(*AbortTransactionResponse)(nil), // 28: concord.v1.AbortTransactionResponse
-	(*Transaction)(nil),              // 29: concord.v1.Transaction
-	(*Branch)(nil),                   // 30: concord.v1.Branch
-	(*Attempt)(nil),                  // 31: concord.v1.Attempt
+	(*BranchRequest)(nil),             // 0: concord.v1.BranchRequest
+	(*BranchResponse)(nil),            // 1: concord.v1.BranchResponse
+	(*NewGIDRequest)(nil),             // 2: concord.v1.NewGIDRequest
+	(*NewGIDResponse)(nil),            // 3: concord.v1.NewGIDResponse
+	(*TransactionOptions)(nil),        // 4: concord.v1.TransactionOptions
+	(*SagaBranch)(nil),                // 5: concord.v1.SagaBranch
+	(*SubmitSagaRequest)(nil),         // 6: concord.v1.SubmitSagaRequest
+	(*SubmitResponse)(nil),            // 7: concord.v1.SubmitResponse
+	(*TwoPCBranch)(nil),               // 8: concord.v1.TwoPCBranch
+	(*SubmitTwoPCRequest)(nil),        // 9: concord.v1.SubmitTwoPCRequest
+	(*SubmitThreePCRequest)(nil),      // 10: concord.v1.SubmitThreePCRequest
+	(*MessageDestination)(nil),        // 11: concord.v1.MessageDestination
+	(*PrepareMessageRequest)(nil),     // 12: concord.v1.PrepareMessageRequest
+	(*SendMessageRequest)(nil),        // 13: concord.v1.SendMessageRequest
+	(*Subscription)(nil),              // 14: concord.v1.Subscription
+	(*SubscribeRequest)(nil),          // 15: concord.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 16: concord.v1.SubscribeResponse
+	(*UnsubscribeRequest)(nil),        // 17: concord.v1.UnsubscribeRequest
+	(*UnsubscribeResponse)(nil),       // 18: concord.v1.UnsubscribeResponse
+	(*ListSubscriptionsRequest)(nil),  // 19: concord.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil), // 20: concord.v1.ListSubscriptionsResponse
+	(*EndMessageRequest)(nil),         // 21: concord.v1.EndMessageRequest
+	(*GetDecisionRequest)(nil),        // 22: concord.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),       // 23: concord.v1.GetDecisionResponse
+	(*BeginTCCRequest)(nil),           // 24: concord.v1.BeginTCCRequest
+	(*RegisterBranchRequest)(nil),     // 25: concord.v1.RegisterBranchRequest
+	(*RegisterBranchResponse)(nil),    // 26: concord.v1.RegisterBranchResponse
+	(*EndTCCRequest)(nil),             // 27: concord.v1.EndTCCRequest
+	(*GetTransactionRequest)(nil),     // 28: concord.v1.GetTransactionRequest
+	(*GetTransactionResponse)(nil),    // 29: concord.v1.GetTransactionResponse
+	(*ListTransactionsRequest)(nil),   // 30: concord.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),  // 31: concord.v1.ListTransactionsResponse
+	(*RetryTransactionRequest)(nil),   // 32: concord.v1.RetryTransactionRequest
+	(*RetryTransactionResponse)(nil),  // 33: concord.v1.RetryTransactionResponse
+	(*AbortTransactionRequest)(nil),   // 34: concord.v1.AbortTransactionRequest
+	(*AbortTransactionResponse)(nil),  // 35: concord.v1.AbortTransactionResponse
+	(*Transaction)(nil),               // 36: concord.v1.Transaction
+	(*Branch)(nil),                    // 37: concord.v1.Branch
+	(*Attempt)(nil),                   // 38: concord.v1.Attempt
 }
 var file_concord_v1_concord_proto_depIdxs = []int32{
 	5,  // 0: concord.v1.SubmitSagaRequest.branches:type_name -> concord.v1.SagaBranch
 	4,  // 1: concord.v1.SubmitSagaRequest.options:type_name -> concord.v1.TransactionOptions
-	29, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
+	36, // 2: concord.v1.SubmitResponse.transaction:type_name -> concord.v1.Transaction
 	8,  // 3: concord.v1.SubmitTwoPCRequest.branches:type_name -> concord.v1.TwoPCBranch
 	4,  // 4: concord.v1.SubmitTwoPCRequest.options:type_name -> concord.v1.TransactionOptions
 	8,  // 5: concord.v1.SubmitThreePCRequest.branches:type_name -> concord.v1.TwoPCBranch
@@ -2414,56 +2845,64 @@ var file_concord_v1_concord_proto_depIdxs = []int32{
 	4,  // 8: concord.v1.PrepareMessageRequest.options:type_name -> concord.v1.TransactionOptions
 	11, // 9: concord.v1.SendMessageRequest.destinations:type_name -> concord.v1.MessageDestination
 	4,  // 10: concord.v1.SendMessageRequest.options:type_name -> concord.v1.TransactionOptions
-	4,  // 11: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
-	4,  // 12: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
-	29, // 13: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
-	29, // 14: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	29, // 15: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
-	29, // 16: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	29, // 17: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
-	30, // 18: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
-	31, // 19: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
-	2,  // 20: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
-	6,  // 21: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
-	17, // 22: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
-	18, // 23: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
-	20, // 24: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
-	20, // 25: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
-	9,  // 26: concord.v1.CoordinatorService.SubmitTwoPC:input_type -> concord.v1.SubmitTwoPCRequest
-	10, // 27: concord.v1.CoordinatorService.SubmitThreePC:input_type -> concord.v1.SubmitThreePCRequest
-	12, // 28: concord.v1.CoordinatorService.PrepareMessage:input_type -> concord.v1.PrepareMessageRequest
-	14, // 29: concord.v1.CoordinatorService.SubmitMessage:input_type -> concord.v1.EndMessageRequest
-	14, // 30: concord.v1.CoordinatorService.AbortMessage:input_type -> concord.v1.EndMessageRequest
-	13, // 31: concord.v1.CoordinatorService.SendMessage:input_type -> concord.v1.SendMessageRequest
-	15, // 32: concord.v1.CoordinatorService.GetDecision:input_type -> concord.v1.GetDecisionRequest
-	21, // 33: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
-	23, // 34: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
-	25, // 35: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
-	27, // 36: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
-	0,  // 37: concord.v1.BranchService.Handle:input_type -> concord.v1.BranchRequest
-	3,  // 38: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
-	7,  // 39: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
-	7,  // 40: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
-	19, // 41: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
-	7,  // 42: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
-	7,  // 43: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
-	7,  // 44: concord.v1.CoordinatorService.SubmitTwoPC:output_type -> concord.v1.SubmitResponse
-	7,  // 45: concord.v1.CoordinatorService.SubmitThreePC:output_type -> concord.v1.SubmitResponse
-	7,  // 46: concord.v1.CoordinatorService.PrepareMessage:output_type -> concord.v1.SubmitResponse
-	7,  // 47: concord.v1.CoordinatorService.SubmitMessage:output_type -> concord.v1.SubmitResponse
-	7,  // 48: concord.v1.CoordinatorService.AbortMessage:output_type -> concord.v1.SubmitResponse
-	7,  // 49: concord.v1.CoordinatorService.SendMessage:output_type -> concord.v1.SubmitResponse
-	16, // 50: concord.v1.CoordinatorService.GetDecision:output_type -> concord.v1.GetDecisionResponse
-	22, // 51: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
-	24, // 52: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
-	26, // 53: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
-	28, // 54: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
-	1,  // 55: concord.v1.BranchService.Handle:output_type -> concord.v1.BranchResponse
-	38, // [38:56] is the sub-list for method output_type
-	20, // [20:38] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	14, // 11: concord.v1.SubscribeResponse.subscription:type_name -> concord.v1.Subscription
+	14, // 12: concord.v1.ListSubscriptionsResponse.subscriptions:type_name -> concord.v1.Subscription
+	4,  // 13: concord.v1.BeginTCCRequest.options:type_name -> concord.v1.TransactionOptions
+	4,  // 14: concord.v1.RegisterBranchRequest.options:type_name -> concord.v1.TransactionOptions
+	36, // 15: concord.v1.RegisterBranchResponse.transaction:type_name -> concord.v1.Transaction
+	36, // 16: concord.v1.GetTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	36, // 17: concord.v1.ListTransactionsResponse.transactions:type_name -> concord.v1.Transaction
+	36, // 18: concord.v1.RetryTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	36, // 19: concord.v1.AbortTransactionResponse.transaction:type_name -> concord.v1.Transaction
+	37, // 20: concord.v1.Transaction.branches:type_name -> concord.v1.Branch
+	38, // 21: concord.v1.Branch.attempts:type_name -> concord.v1.Attempt
+	2,  // 22: concord.v1.CoordinatorService.NewGID:input_type -> concord.v1.NewGIDRequest
+	6,  // 23: concord.v1.CoordinatorService.SubmitSaga:input_type -> concord.v1.SubmitSagaRequest
+	24, // 24: concord.v1.CoordinatorService.BeginTCC:input_type -> concord.v1.BeginTCCRequest
+	25, // 25: concord.v1.CoordinatorService.RegisterBranch:input_type -> concord.v1.RegisterBranchRequest
+	27, // 26: concord.v1.CoordinatorService.CommitTCC:input_type -> concord.v1.EndTCCRequest
+	27, // 27: concord.v1.CoordinatorService.RollbackTCC:input_type -> concord.v1.EndTCCRequest
+	9,  // 28: concord.v1.CoordinatorService.SubmitTwoPC:input_type -> concord.v1.SubmitTwoPCRequest
+	10, // 29: concord.v1.CoordinatorService.SubmitThreePC:input_type -> concord.v1.SubmitThreePCRequest
+	12, // 30: concord.v1.CoordinatorService.PrepareMessage:input_type -> concord.v1.PrepareMessageRequest
+	21, // 31: concord.v1.CoordinatorService.SubmitMessage:input_type -> concord.v1.EndMessageRequest
+	21, // 32: concord.v1.CoordinatorService.AbortMessage:input_type -> concord.v1.EndMessageRequest
+	13, // 33: concord.v1.CoordinatorService.SendMessage:input_type -> concord.v1.SendMessageRequest
+	15, // 34: concord.v1.CoordinatorService.Subscribe:input_type -> concord.v1.SubscribeRequest
+	17, // 35: concord.v1.CoordinatorService.Unsubscribe:input_type -> concord.v1.UnsubscribeRequest
+	19, // 36: concord.v1.CoordinatorService.ListSubscriptions:input_type -> concord.v1.ListSubscriptionsRequest
+	22, // 37: concord.v1.CoordinatorService.GetDecision:input_type -> concord.v1.GetDecisionRequest
+	28, // 38: concord.v1.CoordinatorService.GetTransaction:input_type -> concord.v1.GetTransactionRequest
+	30, // 39: concord.v1.CoordinatorService.ListTransactions:input_type -> concord.v1.ListTransactionsRequest
+	32, // 40: concord.v1.CoordinatorService.RetryTransaction:input_type -> concord.v1.RetryTransactionRequest
+	34, // 41: concord.v1.CoordinatorService.AbortTransaction:input_type -> concord.v1.AbortTransactionRequest
+	0,  // 42: concord.v1.BranchService.Handle:input_type -> concord.v1.BranchRequest
+	3,  // 43: concord.v1.CoordinatorService.NewGID:output_type -> concord.v1.NewGIDResponse
+	7,  // 44: concord.v1.CoordinatorService.SubmitSaga:output_type -> concord.v1.SubmitResponse
+	7,  // 45: concord.v1.CoordinatorService.BeginTCC:output_type -> concord.v1.SubmitResponse
+	26, // 46: concord.v1.CoordinatorService.RegisterBranch:output_type -> concord.v1.RegisterBranchResponse
+	7,  // 47: concord.v1.CoordinatorService.CommitTCC:output_type -> concord.v1.SubmitResponse
+	7,  // 48: concord.v1.CoordinatorService.RollbackTCC:output_type -> concord.v1.SubmitResponse
+	7,  // 49: concord.v1.CoordinatorService.SubmitTwoPC:output_type -> concord.v1.SubmitResponse
+	7,  // 50: concord.v1.CoordinatorService.SubmitThreePC:output_type -> concord.v1.SubmitResponse
+	7,  // 51: concord.v1.CoordinatorService.PrepareMessage:output_type -> concord.v1.SubmitResponse
+	7,  // 52: concord.v1.CoordinatorService.SubmitMessage:output_type -> concord.v1.SubmitResponse
+	7,  // 53: concord.v1.CoordinatorService.AbortMessage:output_type -> concord.v1.SubmitResponse
+	7,  // 54: concord.v1.CoordinatorService.SendMessage:output_type -> concord.v1.SubmitResponse
+	16, // 55: concord.v1.CoordinatorService.Subscribe:output_type -> concord.v1.SubscribeResponse
+	18, // 56: concord.v1.CoordinatorService.Unsubscribe:output_type -> concord.v1.UnsubscribeResponse
+	20, // 57: concord.v1.CoordinatorService.ListSubscriptions:output_type -> concord.v1.ListSubscriptionsResponse
+	23, // 58: concord.v1.CoordinatorService.GetDecision:output_type -> concord.v1.GetDecisionResponse
+	29, // 59: concord.v1.CoordinatorService.GetTransaction:output_type -> concord.v1.GetTransactionResponse
+	31, // 60: concord.v1.CoordinatorService.ListTransactions:output_type -> concord.v1.ListTransactionsResponse
+	33, // 61: concord.v1.CoordinatorService.RetryTransaction:output_type -> concord.v1.RetryTransactionResponse
+	35, // 62: concord.v1.CoordinatorService.AbortTransaction:output_type -> concord.v1.AbortTransactionResponse
+	1,  // 63: concord.v1.BranchService.Handle:output_type -> concord.v1.BranchResponse
+	43, // [43:64] is the sub-list for method output_type
+	22, // [22:43] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_concord_v1_concord_proto_init() }
@@ -2477,7 +2916,7 @@ func file_concord_v1_concord_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_concord_v1_concord_proto_rawDesc), len(file_concord_v1_concord_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -29,6 +29,10 @@ func checkIndexes(t *testing.T, s *Store) {
 				}
 			case kindCreated, kindStatus, kindMode, kindLive, kindFinished:
 				got[string(k)] = bytes.Clone(v)
+			case kindEntry:
+				if _, err := decodeEntry(string(k[1:]), v); err != nil {
+					return false, err
+				}
 			default:
 				return false, fmt.Errorf("unknown key %x", k)
 			}

@@ -20,6 +20,7 @@ import (
 //	'm' str(Mode) ts gid     -> meta: List filtered by Mode
 //	'u' gid                  -> empty: the unfinished set
 //	'f' ts(UpdatedAt) gid    -> empty: finished records, oldest update first
+//	'k' key                  -> a store.Meta entry (see meta.go)
 //
 // meta is str(Status) str(Mode), enough to apply every List filter without
 // reading the record.

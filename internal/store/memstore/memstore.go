@@ -2,7 +2,7 @@
 // runtime and for the simulator. It keeps nothing across restarts of the
 // process, but otherwise honours the whole contract: Commit is atomic,
 // records are copied in and out, versioned writes are fenced, and it
-// implements store.Deleter and store.Leaser.
+// implements store.Deleter, store.Leaser and store.Meta.
 //
 // Leases are judged by the Store's clock: the monotonic wall clock by
 // default, or any function installed with SetClock, so tests of the runtime
@@ -34,10 +34,11 @@ const unfinishedPage = 256
 // Store is an in-memory store.Store. The zero value is not usable; call New.
 type Store struct {
 	mu      sync.RWMutex
-	records map[string]store.Record // by gid; Data owned by the Store
-	live    map[string]struct{}     // gids with Finished == false
-	leases  map[string]time.Time    // instance -> end of its liveness
-	now     func() time.Time        // the store's clock
+	records map[string]store.Record    // by gid; Data owned by the Store
+	live    map[string]struct{}        // gids with Finished == false
+	leases  map[string]time.Time       // instance -> end of its liveness
+	meta    map[string]store.MetaEntry // by key; Value owned by the Store
+	now     func() time.Time           // the store's clock
 	closed  bool
 }
 
@@ -45,6 +46,7 @@ var (
 	_ store.Store   = (*Store)(nil)
 	_ store.Deleter = (*Store)(nil)
 	_ store.Leaser  = (*Store)(nil)
+	_ store.Meta    = (*Store)(nil)
 )
 
 // New returns an empty Store whose clock is time.Now (monotonic).
@@ -53,6 +55,7 @@ func New() *Store {
 		records: make(map[string]store.Record),
 		live:    make(map[string]struct{}),
 		leases:  make(map[string]time.Time),
+		meta:    make(map[string]store.MetaEntry),
 		now:     time.Now,
 	}
 }

@@ -1,7 +1,7 @@
 // Package mysqlstore is a store.Store on MySQL 8 or MariaDB 10.6+ (InnoDB),
 // for several coordinator instances that share one database. It implements
-// store.Deleter, store.Leaser and store.Migrator through database/sql and
-// go-sql-driver/mysql.
+// store.Deleter, store.Leaser, store.Meta and store.Migrator through
+// database/sql and go-sql-driver/mysql.
 //
 // # Schema
 //
@@ -11,6 +11,7 @@
 //	        finished BOOLEAN, created_at, updated_at BIGINT,
 //	        owner VARBINARY(255), version BIGINT, data LONGBLOB)
 //	leases(instance VARBINARY(255) PRIMARY KEY, expires_at DATETIME(6))
+//	meta(mkey VARBINARY(512) PRIMARY KEY, version BIGINT, value MEDIUMBLOB)
 //	schema(id INT PRIMARY KEY, version INT)
 //
 // Strings are VARBINARY so that they compare bytewise (List's order) with no

@@ -11,7 +11,9 @@ const schemaVersion = 1
 
 // Migrate creates the tables if they are missing and checks the schema
 // version. CREATE TABLE IF NOT EXISTS is atomic in MySQL, so concurrent
-// runs are safe.
+// runs are safe. The meta table came later without a version bump: it is
+// only added, older builds ignore it, and Migrate creates it in a database
+// made by an older build.
 func (s *Store) Migrate(ctx context.Context) error {
 	if err := s.check(ctx); err != nil {
 		return err
@@ -41,6 +43,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 			instance   VARBINARY(255) NOT NULL PRIMARY KEY,
 			expires_at DATETIME(6) NOT NULL
 		) ENGINE=InnoDB`,
+		"CREATE TABLE IF NOT EXISTS " + s.t.meta + ` (
+			mkey    VARBINARY(512) NOT NULL PRIMARY KEY,
+			version BIGINT NOT NULL,
+			value   MEDIUMBLOB NOT NULL
+		) ENGINE=InnoDB`,
 		"CREATE TABLE IF NOT EXISTS " + s.t.schema + " (id INT NOT NULL PRIMARY KEY, version INT NOT NULL) ENGINE=InnoDB",
 		"INSERT INTO " + s.t.schema + fmt.Sprintf(" (id, version) VALUES (1, %d) ON DUPLICATE KEY UPDATE id = id", schemaVersion),
 	}
@@ -62,7 +69,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 // Drop deletes the store's tables and everything in them. Tests use it to
 // clean up.
 func (s *Store) Drop(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+s.t.records+", "+s.t.leases+", "+s.t.schema); err != nil {
+	if _, err := s.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+s.t.records+", "+s.t.leases+", "+s.t.meta+", "+s.t.schema); err != nil {
 		return s.fail("drop", err)
 	}
 	return nil

@@ -52,7 +52,7 @@ var (
 )
 
 // tables are the quoted table names.
-type tables struct{ records, leases, schema string }
+type tables struct{ records, leases, schema, meta string }
 
 // Open connects to the database at dsn, a go-sql-driver/mysql DSN such as
 // "user:pass@tcp(host:3306)/db", and checks that it answers. It turns on
@@ -83,7 +83,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 // Store. The DSN should set interpolateParams=true.
 func New(db *sql.DB, opts Options) *Store {
 	q := func(name string) string { return "`" + strings.ReplaceAll(opts.TablePrefix+name, "`", "``") + "`" }
-	return &Store{db: db, opts: opts, t: tables{q("records"), q("leases"), q("schema")}}
+	return &Store{db: db, opts: opts, t: tables{q("records"), q("leases"), q("schema"), q("meta")}}
 }
 
 // columns are the record columns every read selects, in scan's order.

@@ -1,16 +1,17 @@
 // Package pgstore is a store.Store on PostgreSQL, for several coordinator
 // instances that share one database. It implements store.Deleter,
-// store.Leaser and store.Migrator, and talks to the server through a
-// pgxpool.Pool.
+// store.Leaser, store.Meta and store.Migrator, and talks to the server
+// through a pgxpool.Pool.
 //
 // # Schema
 //
-// Migrate creates three tables, named with Options.TablePrefix inside
+// Migrate creates four tables, named with Options.TablePrefix inside
 // Options.Schema (the search_path's first schema when empty):
 //
 //	records(gid TEXT COLLATE "C" PRIMARY KEY, mode, status, finished,
 //	        created_at BIGINT, updated_at BIGINT, owner, version BIGINT, data BYTEA)
 //	leases(instance TEXT PRIMARY KEY, expires_at TIMESTAMPTZ)
+//	meta(key BYTEA PRIMARY KEY, version BIGINT, value BYTEA)
 //	schema(id INT PRIMARY KEY, version INT)
 //
 // with indexes for List (created_at DESC, gid DESC, and the same behind

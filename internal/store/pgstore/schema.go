@@ -18,7 +18,9 @@ const schemaVersion = 1
 const migrateAttempts = 5
 
 // ddl returns the statements that create version 1 of the schema, each
-// idempotent.
+// idempotent. The meta table came later without a version bump: it is only
+// added, older builds ignore it, and Migrate creates it in a database made
+// by an older build.
 func (s *Store) ddl() []string {
 	o := s.opts
 	idx := func(name string) string { return pgx.Identifier{o.TablePrefix + name}.Sanitize() }
@@ -47,6 +49,11 @@ func (s *Store) ddl() []string {
 		"CREATE TABLE IF NOT EXISTS "+s.q.leases+` (
 			instance   TEXT PRIMARY KEY,
 			expires_at TIMESTAMPTZ NOT NULL
+		)`,
+		"CREATE TABLE IF NOT EXISTS "+s.q.meta+` (
+			key     BYTEA PRIMARY KEY,
+			version BIGINT NOT NULL,
+			value   BYTEA NOT NULL
 		)`,
 		"CREATE TABLE IF NOT EXISTS "+s.q.schema+" (id INT PRIMARY KEY, version INT NOT NULL)",
 		"INSERT INTO "+s.q.schema+fmt.Sprintf(" (id, version) VALUES (1, %d) ON CONFLICT (id) DO NOTHING", schemaVersion),
@@ -110,7 +117,7 @@ func raceOnCreate(err error) bool {
 // Drop deletes the store's tables and everything in them. Tests use it to
 // clean up; it leaves Options.Schema in place.
 func (s *Store) Drop(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, "DROP TABLE IF EXISTS "+s.q.records+", "+s.q.leases+", "+s.q.schema)
+	_, err := s.pool.Exec(ctx, "DROP TABLE IF EXISTS "+s.q.records+", "+s.q.leases+", "+s.q.meta+", "+s.q.schema)
 	if err != nil {
 		return s.fail("drop", err)
 	}

@@ -89,6 +89,7 @@ func scanRecord(row pgx.Row) (store.Record, error) {
 // queries holds the SQL of a Store, with its table names filled in.
 type queries struct {
 	records, leases, schema string // quoted, qualified table names
+	meta                    string // store.Meta entries
 	upsert, insert, update  string
 	get, unfinished, delete string
 	heartbeat, release      string
@@ -100,6 +101,7 @@ func newQueries(o Options) queries {
 		records: table(o, "records"),
 		leases:  table(o, "leases"),
 		schema:  table(o, "schema"),
+		meta:    table(o, "meta"),
 	}
 	const set = "mode = $2, status = $3, finished = $4, created_at = $5, updated_at = $6, owner = $7, version = $8, data = $9"
 	ins := "INSERT INTO " + q.records + " (" + columns + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"

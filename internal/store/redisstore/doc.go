@@ -1,6 +1,6 @@
 // Package redisstore is a store.Store on Redis 7 (go-redis v9), for several
 // coordinator instances that share one Redis. It implements store.Deleter,
-// store.Leaser and store.Migrator.
+// store.Leaser, store.Meta and store.Migrator.
 //
 // # Key layout
 //
@@ -21,6 +21,8 @@
 //	P f            zset: member hex16(UpdatedAt)<gid>, finished records
 //	P l:<instance> string with a PX expiry: the instance's lease
 //	P schema       the key layout version
+//	P k:<key>      hash: ver val, a store.Meta entry
+//	P k            zset, all scores 0: member <key>, every store.Meta entry
 //
 // hex16 is the int64 with its sign bit flipped in 16 hex digits, so that
 // ZRANGEBYLEX walks (time, gid) in order: List walks one index backwards

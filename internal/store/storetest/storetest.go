@@ -21,7 +21,8 @@
 //
 // The suite also checks fenced writes (Record.Version, store.ConflictError)
 // on every backend, and store.Leaser on the backends that implement it: its
-// subtests pass trivially on the others. Leaser subtests use ttls below a
+// subtests pass trivially on the others. It checks store.Meta on every
+// backend: a store without it fails. Leaser subtests use ttls below a
 // second and poll, so they take about a second in all.
 //
 // Besides what store.Store documents, the suite checks two properties that
@@ -78,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"VersionConcurrentWriters", testVersionRace},
 	}
 	tests = append(tests, leaserTests...)
+	tests = append(tests, metaTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, openStore(t, open))

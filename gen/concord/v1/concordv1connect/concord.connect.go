@@ -80,6 +80,15 @@ const (
 	// CoordinatorServiceSendMessageProcedure is the fully-qualified name of the CoordinatorService's
 	// SendMessage RPC.
 	CoordinatorServiceSendMessageProcedure = "/concord.v1.CoordinatorService/SendMessage"
+	// CoordinatorServiceSubscribeProcedure is the fully-qualified name of the CoordinatorService's
+	// Subscribe RPC.
+	CoordinatorServiceSubscribeProcedure = "/concord.v1.CoordinatorService/Subscribe"
+	// CoordinatorServiceUnsubscribeProcedure is the fully-qualified name of the CoordinatorService's
+	// Unsubscribe RPC.
+	CoordinatorServiceUnsubscribeProcedure = "/concord.v1.CoordinatorService/Unsubscribe"
+	// CoordinatorServiceListSubscriptionsProcedure is the fully-qualified name of the
+	// CoordinatorService's ListSubscriptions RPC.
+	CoordinatorServiceListSubscriptionsProcedure = "/concord.v1.CoordinatorService/ListSubscriptions"
 	// CoordinatorServiceGetDecisionProcedure is the fully-qualified name of the CoordinatorService's
 	// GetDecision RPC.
 	CoordinatorServiceGetDecisionProcedure = "/concord.v1.CoordinatorService/GetDecision"
@@ -155,6 +164,18 @@ type CoordinatorServiceClient interface {
 	// SendMessage durably accepts a message with nothing to wait for (the
 	// producer already committed, e.g. an outbox relay) and delivers it.
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// Subscribe creates or replaces the subscription (topic, subscriber):
+	// messages that name the topic and are accepted afterwards are also
+	// delivered to url, as the destination "topic:subscriber". Idempotent:
+	// the same call again changes nothing. Messages already accepted keep
+	// the destinations they had.
+	Subscribe(context.Context, *connect.Request[v1.SubscribeRequest]) (*connect.Response[v1.SubscribeResponse], error)
+	// Unsubscribe deletes a subscription (NOT_FOUND if there is none).
+	// Messages already accepted are still delivered to it.
+	Unsubscribe(context.Context, *connect.Request[v1.UnsubscribeRequest]) (*connect.Response[v1.UnsubscribeResponse], error)
+	// ListSubscriptions lists the subscriptions of a topic, or all of them,
+	// ordered by topic, then subscriber.
+	ListSubscriptions(context.Context, *connect.Request[v1.ListSubscriptionsRequest]) (*connect.Response[v1.ListSubscriptionsResponse], error)
 	// GetDecision answers a participant that waited too long for phase 2:
 	// commit, abort, or pending. A gid the coordinator does not know was
 	// never decided to commit, so the answer is abort (presumed abort). It
@@ -259,6 +280,24 @@ func NewCoordinatorServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(coordinatorServiceMethods.ByName("SendMessage")),
 			connect.WithClientOptions(opts...),
 		),
+		subscribe: connect.NewClient[v1.SubscribeRequest, v1.SubscribeResponse](
+			httpClient,
+			baseURL+CoordinatorServiceSubscribeProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("Subscribe")),
+			connect.WithClientOptions(opts...),
+		),
+		unsubscribe: connect.NewClient[v1.UnsubscribeRequest, v1.UnsubscribeResponse](
+			httpClient,
+			baseURL+CoordinatorServiceUnsubscribeProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("Unsubscribe")),
+			connect.WithClientOptions(opts...),
+		),
+		listSubscriptions: connect.NewClient[v1.ListSubscriptionsRequest, v1.ListSubscriptionsResponse](
+			httpClient,
+			baseURL+CoordinatorServiceListSubscriptionsProcedure,
+			connect.WithSchema(coordinatorServiceMethods.ByName("ListSubscriptions")),
+			connect.WithClientOptions(opts...),
+		),
 		getDecision: connect.NewClient[v1.GetDecisionRequest, v1.GetDecisionResponse](
 			httpClient,
 			baseURL+CoordinatorServiceGetDecisionProcedure,
@@ -294,23 +333,26 @@ func NewCoordinatorServiceClient(httpClient connect.HTTPClient, baseURL string, 
 
 // coordinatorServiceClient implements CoordinatorServiceClient.
 type coordinatorServiceClient struct {
-	newGID           *connect.Client[v1.NewGIDRequest, v1.NewGIDResponse]
-	submitSaga       *connect.Client[v1.SubmitSagaRequest, v1.SubmitResponse]
-	beginTCC         *connect.Client[v1.BeginTCCRequest, v1.SubmitResponse]
-	registerBranch   *connect.Client[v1.RegisterBranchRequest, v1.RegisterBranchResponse]
-	commitTCC        *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
-	rollbackTCC      *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
-	submitTwoPC      *connect.Client[v1.SubmitTwoPCRequest, v1.SubmitResponse]
-	submitThreePC    *connect.Client[v1.SubmitThreePCRequest, v1.SubmitResponse]
-	prepareMessage   *connect.Client[v1.PrepareMessageRequest, v1.SubmitResponse]
-	submitMessage    *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
-	abortMessage     *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
-	sendMessage      *connect.Client[v1.SendMessageRequest, v1.SubmitResponse]
-	getDecision      *connect.Client[v1.GetDecisionRequest, v1.GetDecisionResponse]
-	getTransaction   *connect.Client[v1.GetTransactionRequest, v1.GetTransactionResponse]
-	listTransactions *connect.Client[v1.ListTransactionsRequest, v1.ListTransactionsResponse]
-	retryTransaction *connect.Client[v1.RetryTransactionRequest, v1.RetryTransactionResponse]
-	abortTransaction *connect.Client[v1.AbortTransactionRequest, v1.AbortTransactionResponse]
+	newGID            *connect.Client[v1.NewGIDRequest, v1.NewGIDResponse]
+	submitSaga        *connect.Client[v1.SubmitSagaRequest, v1.SubmitResponse]
+	beginTCC          *connect.Client[v1.BeginTCCRequest, v1.SubmitResponse]
+	registerBranch    *connect.Client[v1.RegisterBranchRequest, v1.RegisterBranchResponse]
+	commitTCC         *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
+	rollbackTCC       *connect.Client[v1.EndTCCRequest, v1.SubmitResponse]
+	submitTwoPC       *connect.Client[v1.SubmitTwoPCRequest, v1.SubmitResponse]
+	submitThreePC     *connect.Client[v1.SubmitThreePCRequest, v1.SubmitResponse]
+	prepareMessage    *connect.Client[v1.PrepareMessageRequest, v1.SubmitResponse]
+	submitMessage     *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
+	abortMessage      *connect.Client[v1.EndMessageRequest, v1.SubmitResponse]
+	sendMessage       *connect.Client[v1.SendMessageRequest, v1.SubmitResponse]
+	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
+	unsubscribe       *connect.Client[v1.UnsubscribeRequest, v1.UnsubscribeResponse]
+	listSubscriptions *connect.Client[v1.ListSubscriptionsRequest, v1.ListSubscriptionsResponse]
+	getDecision       *connect.Client[v1.GetDecisionRequest, v1.GetDecisionResponse]
+	getTransaction    *connect.Client[v1.GetTransactionRequest, v1.GetTransactionResponse]
+	listTransactions  *connect.Client[v1.ListTransactionsRequest, v1.ListTransactionsResponse]
+	retryTransaction  *connect.Client[v1.RetryTransactionRequest, v1.RetryTransactionResponse]
+	abortTransaction  *connect.Client[v1.AbortTransactionRequest, v1.AbortTransactionResponse]
 }
 
 // NewGID calls concord.v1.CoordinatorService.NewGID.
@@ -371,6 +413,21 @@ func (c *coordinatorServiceClient) AbortMessage(ctx context.Context, req *connec
 // SendMessage calls concord.v1.CoordinatorService.SendMessage.
 func (c *coordinatorServiceClient) SendMessage(ctx context.Context, req *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return c.sendMessage.CallUnary(ctx, req)
+}
+
+// Subscribe calls concord.v1.CoordinatorService.Subscribe.
+func (c *coordinatorServiceClient) Subscribe(ctx context.Context, req *connect.Request[v1.SubscribeRequest]) (*connect.Response[v1.SubscribeResponse], error) {
+	return c.subscribe.CallUnary(ctx, req)
+}
+
+// Unsubscribe calls concord.v1.CoordinatorService.Unsubscribe.
+func (c *coordinatorServiceClient) Unsubscribe(ctx context.Context, req *connect.Request[v1.UnsubscribeRequest]) (*connect.Response[v1.UnsubscribeResponse], error) {
+	return c.unsubscribe.CallUnary(ctx, req)
+}
+
+// ListSubscriptions calls concord.v1.CoordinatorService.ListSubscriptions.
+func (c *coordinatorServiceClient) ListSubscriptions(ctx context.Context, req *connect.Request[v1.ListSubscriptionsRequest]) (*connect.Response[v1.ListSubscriptionsResponse], error) {
+	return c.listSubscriptions.CallUnary(ctx, req)
 }
 
 // GetDecision calls concord.v1.CoordinatorService.GetDecision.
@@ -454,6 +511,18 @@ type CoordinatorServiceHandler interface {
 	// SendMessage durably accepts a message with nothing to wait for (the
 	// producer already committed, e.g. an outbox relay) and delivers it.
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// Subscribe creates or replaces the subscription (topic, subscriber):
+	// messages that name the topic and are accepted afterwards are also
+	// delivered to url, as the destination "topic:subscriber". Idempotent:
+	// the same call again changes nothing. Messages already accepted keep
+	// the destinations they had.
+	Subscribe(context.Context, *connect.Request[v1.SubscribeRequest]) (*connect.Response[v1.SubscribeResponse], error)
+	// Unsubscribe deletes a subscription (NOT_FOUND if there is none).
+	// Messages already accepted are still delivered to it.
+	Unsubscribe(context.Context, *connect.Request[v1.UnsubscribeRequest]) (*connect.Response[v1.UnsubscribeResponse], error)
+	// ListSubscriptions lists the subscriptions of a topic, or all of them,
+	// ordered by topic, then subscriber.
+	ListSubscriptions(context.Context, *connect.Request[v1.ListSubscriptionsRequest]) (*connect.Response[v1.ListSubscriptionsResponse], error)
 	// GetDecision answers a participant that waited too long for phase 2:
 	// commit, abort, or pending. A gid the coordinator does not know was
 	// never decided to commit, so the answer is abort (presumed abort). It
@@ -554,6 +623,24 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 		connect.WithSchema(coordinatorServiceMethods.ByName("SendMessage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	coordinatorServiceSubscribeHandler := connect.NewUnaryHandler(
+		CoordinatorServiceSubscribeProcedure,
+		svc.Subscribe,
+		connect.WithSchema(coordinatorServiceMethods.ByName("Subscribe")),
+		connect.WithHandlerOptions(opts...),
+	)
+	coordinatorServiceUnsubscribeHandler := connect.NewUnaryHandler(
+		CoordinatorServiceUnsubscribeProcedure,
+		svc.Unsubscribe,
+		connect.WithSchema(coordinatorServiceMethods.ByName("Unsubscribe")),
+		connect.WithHandlerOptions(opts...),
+	)
+	coordinatorServiceListSubscriptionsHandler := connect.NewUnaryHandler(
+		CoordinatorServiceListSubscriptionsProcedure,
+		svc.ListSubscriptions,
+		connect.WithSchema(coordinatorServiceMethods.ByName("ListSubscriptions")),
+		connect.WithHandlerOptions(opts...),
+	)
 	coordinatorServiceGetDecisionHandler := connect.NewUnaryHandler(
 		CoordinatorServiceGetDecisionProcedure,
 		svc.GetDecision,
@@ -610,6 +697,12 @@ func NewCoordinatorServiceHandler(svc CoordinatorServiceHandler, opts ...connect
 			coordinatorServiceAbortMessageHandler.ServeHTTP(w, r)
 		case CoordinatorServiceSendMessageProcedure:
 			coordinatorServiceSendMessageHandler.ServeHTTP(w, r)
+		case CoordinatorServiceSubscribeProcedure:
+			coordinatorServiceSubscribeHandler.ServeHTTP(w, r)
+		case CoordinatorServiceUnsubscribeProcedure:
+			coordinatorServiceUnsubscribeHandler.ServeHTTP(w, r)
+		case CoordinatorServiceListSubscriptionsProcedure:
+			coordinatorServiceListSubscriptionsHandler.ServeHTTP(w, r)
 		case CoordinatorServiceGetDecisionProcedure:
 			coordinatorServiceGetDecisionHandler.ServeHTTP(w, r)
 		case CoordinatorServiceGetTransactionProcedure:
@@ -675,6 +768,18 @@ func (UnimplementedCoordinatorServiceHandler) AbortMessage(context.Context, *con
 
 func (UnimplementedCoordinatorServiceHandler) SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.SendMessage is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) Subscribe(context.Context, *connect.Request[v1.SubscribeRequest]) (*connect.Response[v1.SubscribeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.Subscribe is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) Unsubscribe(context.Context, *connect.Request[v1.UnsubscribeRequest]) (*connect.Response[v1.UnsubscribeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.Unsubscribe is not implemented"))
+}
+
+func (UnimplementedCoordinatorServiceHandler) ListSubscriptions(context.Context, *connect.Request[v1.ListSubscriptionsRequest]) (*connect.Response[v1.ListSubscriptionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("concord.v1.CoordinatorService.ListSubscriptions is not implemented"))
 }
 
 func (UnimplementedCoordinatorServiceHandler) GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error) {
