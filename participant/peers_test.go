@@ -1,0 +1,85 @@
+package participant
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParsePeers(t *testing.T) {
+	peers := []Peer{{Branch: "a", URL: "http://a:1/x?q=1,2"}, {Branch: "b", URL: "grpcs://b/s.S/M"}}
+	got, err := ParsePeers(EncodePeers(peers))
+	if err != nil || !slices.Equal(got, peers) {
+		t.Fatalf("round trip: %v, %v", got, err)
+	}
+	if got, err := ParsePeers(""); err != nil || got != nil {
+		t.Errorf("empty: %v, %v", got, err)
+	}
+	for _, bad := range []string{
+		`a=http://x`,
+		`{"branch":"a","url":"http://x"}`,
+		`[{"branch":"a","url":"http://x"}] []`,
+		`[{"branch":"","url":"http://x"}]`,
+		`[{"branch":"a","url":"ftp://x"}]`,
+		`[{"branch":"a","url":"http://"}]`,
+		`[{"branch":"a","url":"http://x"},{"branch":"a","url":"http://y"}]`,
+		`[{"branch":"a","url":"http://x","extra":1}]`,
+	} {
+		if _, err := ParsePeers(bad); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}
+
+func TestHandlerRejectsBadPeers(t *testing.T) {
+	srv := httptest.NewServer(Handler(func(context.Context, Branch, []byte) error { return nil }))
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
+	Branch{GID: "g", BranchID: "b", Op: OpPrepare, Mode: "2pc"}.SetHeaders(req.Header)
+	req.Header.Set(HeaderPeers, "not json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("malformed %s: HTTP %d, want 400", HeaderPeers, resp.StatusCode)
+	}
+}
+
+func TestAskPeer(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {
+		b, err := FromRequest(r)
+		if err != nil || b.Op != OpState || b.GID != "g" || b.BranchID != "b" || b.Mode != "3pc" {
+			http.Error(w, "bad query", http.StatusBadRequest)
+			return
+		}
+		WriteState(w, PeerPreCommitted, nil)
+	})
+	mux.HandleFunc("/weird", func(w http.ResponseWriter, r *http.Request) { WriteState(w, "maybe", nil) })
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { WriteState(w, "", errors.New("db down")) })
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if st, err := AskPeer(ctx, nil, "g", "3pc", Peer{Branch: "b", URL: srv.URL + "/ok"}); err != nil || st != PeerPreCommitted {
+		t.Errorf("ok: %q, %v", st, err)
+	}
+	for _, path := range []string{"/weird", "/fail"} {
+		if _, err := AskPeer(ctx, nil, "g", "3pc", Peer{Branch: "b", URL: srv.URL + path}); !errors.Is(err, ErrNoAnswer) {
+			t.Errorf("%s: %v, want ErrNoAnswer", path, err)
+		}
+	}
+	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if _, err := AskPeer(short, nil, "g", "3pc", Peer{Branch: "b", URL: srv.URL + "/slow"}); !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "deadline") {
+		t.Errorf("slow: %v, want ErrNoAnswer after the deadline", err)
+	}
+}
