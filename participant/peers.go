@@ -138,6 +138,14 @@ func WriteState(w http.ResponseWriter, st PeerState, err error) {
 	io.WriteString(w, string(st)+"\n")
 }
 
+// h2cClient asks grpc:// peers: gRPC needs HTTP/2, and without TLS that is
+// cleartext HTTP/2.
+var h2cClient = func() *http.Client {
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: tr}
+}()
+
 // ErrNoAnswer is returned (wrapped) by AskPeer when the peer gave no
 // usable answer: unreachable, timed out, an error status, or a state
 // that is not one of PeerState's values. The termination protocols treat
@@ -147,15 +155,19 @@ var ErrNoAnswer = errors.New("participant: peer gave no answer")
 // AskPeer asks peer p for its state in transaction gid (mode "2pc" or
 // "3pc"): an HTTP POST with the branch headers and Concord-Op: state for
 // http(s) URLs, the peer's gRPC method with op "state" for grpc(s) URLs.
-// hc sends it (nil: http.DefaultClient; a grpc:// peer needs a client that
-// speaks cleartext HTTP/2). Bound it with ctx.
+// hc sends it; nil picks a client by the URL's scheme: http.DefaultClient
+// for http, https and grpcs, one speaking cleartext HTTP/2 for grpc (a
+// client given for a grpc:// peer must speak it too). Bound it with ctx.
 func AskPeer(ctx context.Context, hc *http.Client, gid, mode string, p Peer) (PeerState, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
 	u, err := url.Parse(p.URL)
 	if err != nil {
 		return "", fmt.Errorf("%w: %s: %v", ErrNoAnswer, p.Branch, err)
+	}
+	if hc == nil {
+		hc = http.DefaultClient
+		if u.Scheme == "grpc" {
+			hc = h2cClient
+		}
 	}
 	var st string
 	switch u.Scheme {

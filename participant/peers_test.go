@@ -83,3 +83,32 @@ func TestAskPeer(t *testing.T) {
 		t.Errorf("slow: %v, want ErrNoAnswer after the deadline", err)
 	}
 }
+
+// A gRPC participant answers state queries with WithStates, and AskPeer
+// asks it over grpc://; without WithStates a state query is
+// INVALID_ARGUMENT (no answer).
+func TestAskPeerGRPC(t *testing.T) {
+	fn := func(context.Context, Branch, []byte) error { return nil }
+	mux := http.NewServeMux()
+	mux.Handle(GRPCHandler("/t.P/States", fn, WithStates(func(_ context.Context, b Branch) (PeerState, error) {
+		if b.Op != OpState || b.GID != "g" || b.BranchID != "b" || b.Mode != "2pc" {
+			return "", errors.New("bad query")
+		}
+		return PeerVoted, nil
+	})))
+	mux.Handle(GRPCHandler("/t.P/NoStates", fn))
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	defer srv.Close()
+	var hc *http.Client // AskPeer's default for grpc://
+	base := "grpc://" + srv.Listener.Addr().String()
+	if st, err := AskPeer(t.Context(), hc, "g", "2pc", Peer{Branch: "b", URL: base + "/t.P/States"}); err != nil || st != PeerVoted {
+		t.Errorf("with states: %q, %v", st, err)
+	}
+	if _, err := AskPeer(t.Context(), hc, "g", "2pc", Peer{Branch: "b", URL: base + "/t.P/NoStates"}); !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "invalid_argument") {
+		t.Errorf("without states: %v, want ErrNoAnswer (invalid_argument)", err)
+	}
+}

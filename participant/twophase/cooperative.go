@@ -104,7 +104,8 @@ type Resolver struct {
 	Termination bool
 	// AskTimeout bounds the collection of the peers' answers (default 5s).
 	AskTimeout time.Duration
-	// PeerClient sends the state queries (default: as ThreePCConfig's).
+	// PeerClient sends the state queries (default: participant.AskPeer's
+	// choice by scheme).
 	PeerClient *http.Client
 	// Logger receives one line per branch ended and per error; nil
 	// discards them.
@@ -228,9 +229,6 @@ func (r *Resolver) askPeers(ctx context.Context, p Prepared, pt twopc.Participan
 		d = 5 * time.Second
 	}
 	hc := r.PeerClient
-	if hc == nil {
-		hc = peerClient()
-	}
 	actx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	type answer struct {

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"time"
 
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/protocol/threepc"
@@ -110,19 +107,4 @@ func (t *ThreePC) terminate(ctx context.Context, b participant.Branch, pt threep
 	// Not settled by the answers (some peers did not answer): the ask
 	// timer fires, and the machine decides on what it heard.
 	return pt.Step(protocol.Timeout{Now: t.s.now().UnixNano()})
-}
-
-// peerClient is the default client for state queries: bounded, without
-// proxies, speaking HTTP/1.1 and HTTP/2 over TLS and cleartext HTTP/2 for
-// grpc:// peers.
-func peerClient() *http.Client {
-	tr := &http.Transport{
-		DialContext:       (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
-		ForceAttemptHTTP2: true,
-		Protocols:         new(http.Protocols),
-	}
-	tr.Protocols.SetHTTP1(true)
-	tr.Protocols.SetHTTP2(true)
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
 }

@@ -41,8 +41,8 @@ type ThreePCConfig struct {
 	Termination bool
 	// AskTimeout bounds the collection of the peers' answers (default 5s).
 	AskTimeout time.Duration
-	// PeerClient sends the state queries (default: a client with a 5s
-	// timeout that speaks cleartext HTTP/2 to grpc:// peers).
+	// PeerClient sends the state queries (default: participant.AskPeer's
+	// choice by scheme); AskTimeout bounds them either way.
 	PeerClient *http.Client
 }
 
@@ -113,11 +113,7 @@ func (s *Store) ThreePC(r Resource, cfg ThreePCConfig) (*ThreePC, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hc := cfg.PeerClient
-	if hc == nil {
-		hc = peerClient()
-	}
-	return &ThreePC{s: s, r: r, cfg: cfg, log: log, client: hc, votes: map[branchKey]vote{}, timers: map[branchKey]int64{}}, nil
+	return &ThreePC{s: s, r: r, cfg: cfg, log: log, client: cfg.PeerClient, votes: map[branchKey]vote{}, timers: map[branchKey]int64{}}, nil
 }
 
 // Handler serves the participant's single URL: 200 for yes and
