@@ -112,3 +112,22 @@ func TestAskPeerGRPC(t *testing.T) {
 		t.Errorf("without states: %v, want ErrNoAnswer (invalid_argument)", err)
 	}
 }
+
+// FuzzParsePeers: whatever a header holds, ParsePeers either rejects it or
+// returns peers that encode and parse back to themselves.
+func FuzzParsePeers(f *testing.F) {
+	f.Add(`[{"branch":"a","url":"http://a/x"},{"branch":"b","url":"grpc://b:1/s.S/M"}]`)
+	f.Add(`[]`)
+	f.Add(`[{"branch":"a","url":"http://a/x"},{"branch":"a","url":"http://a/y"}]`)
+	f.Add(`{"branch":"a"}`)
+	f.Fuzz(func(t *testing.T, v string) {
+		peers, err := ParsePeers(v)
+		if err != nil {
+			return
+		}
+		again, err := ParsePeers(EncodePeers(peers))
+		if err != nil || !slices.Equal(again, peers) && len(peers) > 0 {
+			t.Fatalf("%q: parsed %v, round trip %v, %v", v, peers, again, err)
+		}
+	})
+}

@@ -102,7 +102,8 @@ type Resolver struct {
 	MinAge time.Duration
 	// Termination asks the peers too. Off by default.
 	Termination bool
-	// AskTimeout bounds the collection of the peers' answers (default 5s).
+	// AskTimeout bounds the question to the coordinator and, apart, the
+	// collection of the peers' answers (default 5s).
 	AskTimeout time.Duration
 	// PeerClient sends the state queries (default: participant.AskPeer's
 	// choice by scheme).
@@ -133,6 +134,13 @@ func (r *Resolver) Run(ctx context.Context, every time.Duration) error {
 		case <-tick.C:
 		}
 	}
+}
+
+func (r *Resolver) askTimeout() time.Duration {
+	if r.AskTimeout <= 0 {
+		return 5 * time.Second
+	}
+	return r.AskTimeout
 }
 
 func (r *Resolver) logger() *slog.Logger {
@@ -199,7 +207,9 @@ func (r *Resolver) resolve(ctx context.Context, p Prepared) (protocol.PState, st
 		return "", "", err
 	}
 	if slices.ContainsFunc(fx, func(f protocol.Effect) bool { _, ok := f.(protocol.AskCoordinator); return ok }) {
-		d, err := r.Decide(ctx, p.GID)
+		dctx, cancel := context.WithTimeout(ctx, r.askTimeout())
+		d, err := r.Decide(dctx, p.GID)
+		cancel()
 		if err != nil {
 			r.logger().Warn("2pc resolver: the coordinator gave no answer", "gid", p.GID, "err", err)
 		} else {
@@ -224,12 +234,8 @@ func (r *Resolver) resolve(ctx context.Context, p Prepared) (protocol.PState, st
 // askPeers asks every peer at once and steps their answers in until one
 // settles the outcome or AskTimeout passes.
 func (r *Resolver) askPeers(ctx context.Context, p Prepared, pt twopc.Participant, peers []participant.Peer) (twopc.Participant, []protocol.Effect) {
-	d := r.AskTimeout
-	if d <= 0 {
-		d = 5 * time.Second
-	}
 	hc := r.PeerClient
-	actx, cancel := context.WithTimeout(ctx, d)
+	actx, cancel := context.WithTimeout(ctx, r.askTimeout())
 	defer cancel()
 	type answer struct {
 		from string
