@@ -27,6 +27,13 @@ func withPeers(t protocol.Txn, call protocol.Call) protocol.Call {
 	return call
 }
 
+// maxPeersHeader bounds the Concord-Peers value. Proxies commonly refuse
+// header lines past 8 KiB, which would fail every prepare of a large
+// transaction; past the bound the header is left out, and a participant
+// running a termination protocol then has no peers to ask (it decides as
+// without the option).
+const maxPeersHeader = 4 << 10
+
 // peersHeader is the Concord-Peers value of call ("" for none).
 func peersHeader(call protocol.Call) string {
 	if len(call.Peers) == 0 {
@@ -36,5 +43,8 @@ func peersHeader(call protocol.Call) string {
 	for i, p := range call.Peers {
 		peers[i] = participant.Peer{Branch: p.Branch, URL: p.URL}
 	}
-	return participant.EncodePeers(peers)
+	if v := participant.EncodePeers(peers); len(v) <= maxPeersHeader {
+		return v
+	}
+	return ""
 }

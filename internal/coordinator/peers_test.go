@@ -3,9 +3,11 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/concordtm/concord/internal/protocol"
@@ -75,5 +77,19 @@ func TestCallersSendPeers(t *testing.T) {
 		if p := <-got; !slices.Equal(p, want) {
 			t.Errorf("%s: participant read peers %v, want %v", u, p, want)
 		}
+	}
+}
+
+// A peer list too long for one header line is left out.
+func TestPeersHeaderBounded(t *testing.T) {
+	var peers []protocol.Peer
+	for i := range 100 {
+		peers = append(peers, protocol.Peer{Branch: fmt.Sprintf("branch-%03d", i), URL: "http://participant.example/" + strings.Repeat("p", 40)})
+	}
+	if h := peersHeader(protocol.Call{Peers: peers[:10]}); h == "" || len(h) > maxPeersHeader {
+		t.Errorf("10 peers: %d bytes", len(h))
+	}
+	if h := peersHeader(protocol.Call{Peers: peers}); h != "" {
+		t.Errorf("100 peers: %d bytes sent, want none", len(h))
 	}
 }
