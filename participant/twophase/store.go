@@ -83,7 +83,10 @@ var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-
 
 // New returns a Store that keeps its rows in db, which speaks dialect d.
 // The table must exist: call CreateTable once, or create it with your
-// migrations (CreateTable's statement is the reference schema).
+// migrations (CreateTable's statement is the reference schema). A table
+// created before the termination protocols lacks the column peers:
+// CreateTable adds it; with your own migrations, add it (PostgreSQL and
+// SQLite: peers TEXT; MySQL/MariaDB: peers LONGBLOB) before upgrading.
 func New(db *sql.DB, d participant.Dialect, opts ...Option) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("twophase: New: nil *sql.DB")
