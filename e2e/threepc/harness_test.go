@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -122,6 +123,9 @@ func openAccount(t *testing.T, name string, balance int, termination bool) *acco
 			case a.held <- struct{}{}:
 			default:
 			}
+			// Read the body first: only then does the server watch the
+			// connection and end r's context when the coordinator dies.
+			io.Copy(io.Discard, r.Body)
 			select {
 			case <-r.Context().Done():
 			case <-time.After(settleTimeout):

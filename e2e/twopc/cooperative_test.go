@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -76,6 +77,9 @@ func newLedger(t *testing.T, name string, balance int) *ledger {
 			case l.held <- struct{}{}:
 			default:
 			}
+			// Read the body first: only then does the server watch the
+			// connection and end r's context when the coordinator dies.
+			io.Copy(io.Discard, r.Body)
 			select {
 			case <-r.Context().Done():
 			case <-time.After(settleTimeout):
