@@ -232,6 +232,8 @@ func validateBranch(b Branch) error {
 		return fmt.Errorf("%w: branch id longer than %d bytes", ErrInvalidBranch, maxIDLen)
 	case !b.Op.Valid():
 		return fmt.Errorf("%w: unknown operation %q", ErrInvalidBranch, b.Op)
+	case b.Op == OpState:
+		return fmt.Errorf("%w: a state query is not a barrier operation", ErrInvalidBranch)
 	}
 	return nil
 }

@@ -36,13 +36,17 @@ const (
 	OpDoCommit   Op = "do-commit"  // 3pc phase 3 after the commit decision
 	OpDeliver    Op = "deliver"    // msg: a message delivered to a consumer
 	OpCheck      Op = "check"      // msg: the coordinator asks a producer whether its local transaction committed
+	// OpState is not sent by the coordinator: a 2PC or 3PC participant
+	// running a termination protocol asks a peer for its state (see
+	// AskPeer; the answer is in HeaderState).
+	OpState Op = "state"
 )
 
 // Valid reports whether op is one of the known operations.
 func (op Op) Valid() bool {
 	switch op {
 	case OpAction, OpCompensate, OpTry, OpConfirm, OpCancel, OpPrepare, OpCommit, OpAbort,
-		OpCanCommit, OpPreCommit, OpDoCommit, OpDeliver, OpCheck:
+		OpCanCommit, OpPreCommit, OpDoCommit, OpDeliver, OpCheck, OpState:
 		return true
 	}
 	return false
@@ -68,6 +72,10 @@ type Branch struct {
 	BranchID string
 	Op       Op
 	Mode     string // "saga", "tcc", "2pc", "3pc", "msg"
+	// Peers, on a 2PC prepare and a 3PC can-commit or pre-commit, are
+	// the transaction's other voting branches (HeaderPeers): whom a
+	// termination protocol asks.
+	Peers []Peer
 }
 
 // ErrNotABranchCall is returned by FromRequest when the request lacks the
@@ -89,6 +97,11 @@ func FromRequest(r *http.Request) (Branch, error) {
 	if !b.Op.Valid() {
 		return Branch{}, fmt.Errorf("participant: unknown operation %q", b.Op)
 	}
+	peers, err := ParsePeers(r.Header.Get(HeaderPeers))
+	if err != nil {
+		return Branch{}, err
+	}
+	b.Peers = peers
 	return b, nil
 }
 
@@ -99,5 +112,8 @@ func (b Branch) SetHeaders(h http.Header) {
 	h.Set(HeaderOp, string(b.Op))
 	if b.Mode != "" {
 		h.Set(HeaderMode, b.Mode)
+	}
+	if len(b.Peers) > 0 {
+		h.Set(HeaderPeers, EncodePeers(b.Peers))
 	}
 }

@@ -23,14 +23,44 @@ import (
 //	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
 //	srv.Protocols.SetHTTP1(true)
 //	srv.Protocols.SetUnencryptedHTTP2(true)
-func GRPCHandler(procedure string, fn HandlerFunc) (string, http.Handler) {
+//
+// The metadata "concord-peers" (HeaderPeers) fills Branch.Peers; a
+// malformed value is INVALID_ARGUMENT. A state query (op "state", from a
+// peer running a termination protocol) is answered by the StateFunc given
+// with WithStates, in the response metadata "concord-state"; without one
+// it is INVALID_ARGUMENT.
+func GRPCHandler(procedure string, fn HandlerFunc, opts ...GRPCOption) (string, http.Handler) {
+	var o grpcOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	h := connect.NewUnaryHandler(procedure, func(ctx context.Context, req *connect.Request[v1.BranchRequest]) (*connect.Response[v1.BranchResponse], error) {
 		m := req.Msg
 		b := Branch{GID: m.Gid, BranchID: m.BranchId, Op: Op(m.Op), Mode: m.Mode}
 		if b.GID == "" || b.BranchID == "" || !b.Op.Valid() {
 			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("participant: request needs gid, branch_id and a known op"))
 		}
-		err := fn(ctx, b, m.Payload)
+		peers, err := ParsePeers(req.Header().Get(HeaderPeers))
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		}
+		b.Peers = peers
+		if b.Op == OpState {
+			if o.states == nil {
+				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("participant: this participant answers no state queries"))
+			}
+			st, err := o.states(ctx, b)
+			if err != nil {
+				if errors.Is(err, ErrInvalidBranch) {
+					return nil, connect.NewError(connect.CodeInvalidArgument, err)
+				}
+				return nil, connect.NewError(connect.CodeInternal, err)
+			}
+			resp := connect.NewResponse(&v1.BranchResponse{})
+			resp.Header().Set(HeaderState, string(st))
+			return resp, nil
+		}
+		err = fn(ctx, b, m.Payload)
 		switch {
 		case err == nil:
 			return connect.NewResponse(&v1.BranchResponse{}), nil
@@ -43,3 +73,12 @@ func GRPCHandler(procedure string, fn HandlerFunc) (string, http.Handler) {
 	})
 	return procedure, h
 }
+
+// A GRPCOption configures GRPCHandler.
+type GRPCOption func(*grpcOptions)
+
+type grpcOptions struct{ states StateFunc }
+
+// WithStates answers peers' state queries (op "state") with fn, e.g.
+// twophase.ThreePC.State.
+func WithStates(fn StateFunc) GRPCOption { return func(o *grpcOptions) { o.states = fn } }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"sync/atomic"
@@ -56,9 +58,20 @@ type account struct {
 	store *twophase.Store
 	url   string
 	no    atomic.Bool // CanCommit says no
+	// holdPreCommit makes the account's HTTP front hold every pre-commit
+	// until the caller goes away, without delivering it (a pre-commit the
+	// coordinator never got through); held receives one value per hold.
+	holdPreCommit atomic.Bool
+	held          chan struct{}
 }
 
 func newAccount(t *testing.T, name string, balance int) *account {
+	t.Helper()
+	return openAccount(t, name, balance, false)
+}
+
+// openAccount is newAccount with Skeen's termination protocol on or off.
+func openAccount(t *testing.T, name string, balance int, termination bool) *account {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), name+".db")+
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
@@ -66,7 +79,7 @@ func newAccount(t *testing.T, name string, balance int) *account {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	a := &account{t: t, name: name, db: db}
+	a := &account{t: t, name: name, db: db, held: make(chan struct{}, 16)}
 	if a.store, err = twophase.New(db, participant.SQLite); err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +109,32 @@ func newAccount(t *testing.T, name string, balance int) *account {
 			_, err := tx.ExecContext(ctx, `UPDATE account SET held = held - ? WHERE id = 1`, amount(intent))
 			return err
 		},
-	}, twophase.ThreePCConfig{VoteTimeout: voteTimeout, DecisionTimeout: decisionTimeout})
+	}, twophase.ThreePCConfig{VoteTimeout: voteTimeout, DecisionTimeout: decisionTimeout, Termination: termination, AskTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx, 50*time.Millisecond) }()
-	srv := httptest.NewServer(p.Handler())
+	h := p.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.holdPreCommit.Load() && r.Header.Get(participant.HeaderOp) == string(participant.OpPreCommit) {
+			select {
+			case a.held <- struct{}{}:
+			default:
+			}
+			// Read the body first: only then does the server watch the
+			// connection and end r's context when the coordinator dies.
+			io.Copy(io.Discard, r.Body)
+			select {
+			case <-r.Context().Done():
+			case <-time.After(settleTimeout):
+			}
+			http.Error(w, "held by the test", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() { srv.Close(); cancel(); <-done })
 	a.url = srv.URL
 	return a

@@ -26,7 +26,9 @@ type Caller interface {
 // HTTPCaller calls participants over HTTP. The wire form:
 //
 //   - POST to the branch URL, body = the branch payload,
-//     headers Concord-Gid, Concord-Branch, Concord-Op, Concord-Mode;
+//     headers Concord-Gid, Concord-Branch, Concord-Op, Concord-Mode, and
+//     on a 2PC prepare or a 3PC can-commit or pre-commit Concord-Peers
+//     (the other voting branches, a JSON array of {"branch", "url"});
 //   - 2xx: success (for a 2PC prepare, a yes vote; with the header
 //     Concord-Vote: read-only, a read-only vote);
 //   - 409 Conflict: rejected (a business "no"); the body is the reason;
@@ -74,6 +76,9 @@ func (h *HTTPCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 	}
 	req.Header.Set("Content-Type", "application/json")
 	participant.Branch{GID: gid, BranchID: c.Branch, Op: participant.Op(c.Op), Mode: string(mode)}.SetHeaders(req.Header)
+	if p := peersHeader(c); p != "" {
+		req.Header.Set(participant.HeaderPeers, p)
+	}
 	if h.Decorate != nil {
 		h.Decorate(req)
 	}

@@ -15,14 +15,17 @@ import (
 
 	v1 "github.com/concordtm/concord/gen/concord/v1"
 	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/participant"
 )
 
 // GRPCCaller calls participants served over gRPC. A branch URL
 // grpc://host:port/<package.Service>/<Method> (grpcs:// with TLS) names a
 // unary method taking concord.v1.BranchRequest and returning
-// concord.v1.BranchResponse. Outcomes: OK is success (for a prepare, vote
-// "read-only" is a read-only vote); ABORTED is rejected; any other status,
-// a timeout or a connection error is unknown.
+// concord.v1.BranchResponse; a 2PC prepare and a 3PC can-commit or
+// pre-commit carry the metadata concord-peers (as Concord-Peers over
+// HTTP). Outcomes: OK is success (for a prepare, vote "read-only" is a
+// read-only vote); ABORTED is rejected; any other status, a timeout or a
+// connection error is unknown.
 type GRPCCaller struct {
 	plain, secure *http.Client
 	mu            sync.Mutex
@@ -81,6 +84,9 @@ func (g *GRPCCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 	req := connect.NewRequest(&v1.BranchRequest{
 		Gid: gid, BranchId: c.Branch, Op: string(c.Op), Mode: string(mode), Payload: c.Payload,
 	})
+	if p := peersHeader(c); p != "" {
+		req.Header().Set(participant.HeaderPeers, p)
+	}
 	if g.Decorate != nil {
 		g.Decorate(ctx, req.Header())
 	}

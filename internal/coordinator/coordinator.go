@@ -385,7 +385,7 @@ func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, 
 	for _, f := range fx {
 		switch f := f.(type) {
 		case protocol.Call:
-			c.startCall(nt.GID, nt.Mode, f)
+			c.startCall(nt.GID, nt.Mode, withPeers(nt, f))
 		case protocol.Arm:
 			c.timers.arm(nt.GID, f.At)
 		case protocol.Report:

@@ -27,6 +27,17 @@ type Call struct {
 	Payload []byte
 	Attempt int
 	Timeout int64 // nanoseconds
+	// Peers are the transaction's other voting branches, for a
+	// participant's termination protocol. The machines leave it empty;
+	// the coordinator's runtime fills it for a 2PC prepare and a 3PC
+	// can-commit or pre-commit, and the caller sends it (Concord-Peers).
+	Peers []Peer
+}
+
+// Peer is a branch as another participant reaches it: its id and URL.
+type Peer struct {
+	Branch string
+	URL    string
 }
 
 // Arm: deliver a Tick at or after At (unix ns). Arming again replaces the

@@ -15,7 +15,7 @@ const maxIDLen = 128
 // queries are the statements of one Store, spelled for its dialect.
 type queries struct {
 	create  string
-	insert  string // gid, branch_id, state, intent, prepared_at, decided_at; if absent
+	insert  string // gid, branch_id, state, intent, prepared_at, decided_at, peers; if absent
 	read    string // state, intent of gid, branch_id; shared locking read
 	lock    string // state, intent of gid, branch_id; exclusive locking read
 	decide  string // state, decided_at, gid, branch_id
@@ -23,6 +23,9 @@ type queries struct {
 	// gid, branch_id, intent, prepared_at of every precommitted (3PC) row
 	precommitted string
 	state        string // state of gid, branch_id
+	peers        string // peers of gid, branch_id
+	hasPeers     string // fails on a table without the peers column
+	addPeers     string // adds the peers column to an older table
 }
 
 func validDialect(d participant.Dialect) bool {
@@ -58,6 +61,7 @@ func newQueries(d participant.Dialect, table string) queries {
 	intent      BYTEA,
 	prepared_at BIGINT NOT NULL,
 	decided_at  BIGINT NOT NULL,
+	peers       TEXT,
 	PRIMARY KEY (gid, branch_id)
 )`, table, maxIDLen)
 	case participant.MySQL:
@@ -69,6 +73,7 @@ func newQueries(d participant.Dialect, table string) queries {
 	intent      LONGBLOB,
 	prepared_at BIGINT NOT NULL,
 	decided_at  BIGINT NOT NULL,
+	peers       LONGBLOB,
 	PRIMARY KEY (gid, branch_id)
 ) ENGINE=InnoDB`, table, maxIDLen)
 	default:
@@ -79,11 +84,17 @@ func newQueries(d participant.Dialect, table string) queries {
 	intent      BLOB,
 	prepared_at INTEGER NOT NULL,
 	decided_at  INTEGER NOT NULL,
+	peers       TEXT,
 	PRIMARY KEY (gid, branch_id)
 )`, table)
 	}
+	q.hasPeers = "SELECT peers FROM " + table + " WHERE 1 = 0"
+	q.addPeers = "ALTER TABLE " + table + " ADD COLUMN peers TEXT"
+	if d == participant.MySQL {
+		q.addPeers = "ALTER TABLE " + table + " ADD COLUMN peers LONGBLOB"
+	}
 
-	const cols = " (gid, branch_id, state, intent, prepared_at, decided_at) VALUES (?, ?, ?, ?, ?, ?)"
+	const cols = " (gid, branch_id, state, intent, prepared_at, decided_at, peers) VALUES (?, ?, ?, ?, ?, ?, ?)"
 	switch d {
 	case participant.Postgres:
 		q.insert = "INSERT INTO " + table + cols + " ON CONFLICT DO NOTHING"
@@ -107,8 +118,9 @@ func newQueries(d participant.Dialect, table string) queries {
 	q.precommitted = "SELECT gid, branch_id, intent, prepared_at FROM " + table +
 		" WHERE state = '" + string(StatePreCommitted) + "' ORDER BY prepared_at, gid, branch_id"
 	q.state = "SELECT state FROM " + table + " WHERE gid = ? AND branch_id = ?"
+	q.peers = "SELECT peers FROM " + table + " WHERE gid = ? AND branch_id = ?"
 
-	for _, p := range []*string{&q.insert, &q.read, &q.lock, &q.decide, &q.state} {
+	for _, p := range []*string{&q.insert, &q.read, &q.lock, &q.decide, &q.state, &q.peers} {
 		*p = rebind(d, *p)
 	}
 	return q

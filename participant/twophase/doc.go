@@ -53,7 +53,12 @@
 // it. If the coordinator is down, that is until it restarts and resends the
 // decision, or until the participant asks: Pending lists the branches, and
 // client.Decision answers "commit", "abort" or "pending" (presumed abort:
-// a gid the coordinator does not know as committed is "abort").
+// a gid the coordinator does not know as committed is "abort"). Resolver
+// does that on a timer; with Resolver.Termination it also asks the peers
+// the coordinator named at prepare (Concord-Peers, kept with the intent),
+// the cooperative termination protocol: a peer that knows the outcome, or
+// that has not voted (it aborts on being asked), settles it without the
+// coordinator. When every peer is prepared too, it stays blocked.
 //
 // # Three-phase commit
 //
@@ -67,9 +72,15 @@
 // hears no do-commit or abort within DecisionTimeout commits on its own
 // (ThreePC.Run sweeps the timers, by the Store's clock). That is why 3PC
 // does not block when the coordinator dies, and why it can diverge: a
-// branch that missed an abort commits. The termination protocol, which
-// asks the other participants first, needs to know them; the coordinator
-// does not send that, so it is in the simulator only.
+// branch that missed an abort commits. ThreePCConfig.Termination runs
+// Skeen's termination protocol instead: on a timeout the branch asks its
+// peers (named by the coordinator, kept with the vote and the intent) and
+// decides by their answers; that removes the divergence of a coordinator
+// crash between two pre-commits, not that of a partition.
+//
+// Both helpers' Handlers answer a peer's state query (Concord-Op: state)
+// from the branch's record; a branch that has not voted (2PC) or not
+// pre-committed (3PC) is aborted durably before it answers "aborted".
 //
 // # Databases
 //

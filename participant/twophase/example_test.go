@@ -122,3 +122,55 @@ func ExampleStore_ThreePC() {
 	http.Handle("POST /3pc", p.Handler())
 	log.Fatal(http.ListenAndServe("127.0.0.1:8081", nil))
 }
+
+// A 3PC participant with Skeen's termination protocol: when a timeout
+// fires it asks the other branches (named by the coordinator) before
+// deciding. The same endpoint answers their questions. Over gRPC, serve
+// the state queries with participant.WithStates(p.AnswerPeer).
+func ExampleThreePCConfig_termination() {
+	db, err := sql.Open("sqlite", "file:ledger.db?_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		log.Fatal(err)
+	}
+	store, err := twophase.New(db, participant.SQLite)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := store.CreateTable(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	var r twophase.Resource // Check, Apply and Undo as in ExampleStore_ThreePC
+	p, err := store.ThreePC(r, twophase.ThreePCConfig{
+		VoteTimeout:     30 * time.Second,
+		DecisionTimeout: time.Minute,
+		Termination:     true,
+		AskTimeout:      5 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go p.Run(context.Background(), time.Second)
+	http.Handle("POST /3pc", p.Handler())
+	log.Fatal(http.ListenAndServe("127.0.0.1:8082", nil))
+}
+
+// A 2PC participant resolves its prepared branches that heard no decision:
+// it asks the coordinator and, with Termination, the other participants
+// (the cooperative termination protocol), which settles the branch when
+// one of them committed, aborted or has not voted.
+func ExampleResolver() {
+	db, err := sql.Open("sqlite", "file:inventory.db?_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		log.Fatal(err)
+	}
+	store, err := twophase.New(db, participant.SQLite)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var r twophase.Resource                                          // as in ExampleStore_Handler
+	var decide func(ctx context.Context, gid string) (string, error) // client.New(concordURL).Decision
+	res := &twophase.Resolver{Store: store, Resource: r, Decide: decide, MinAge: time.Minute, Termination: true}
+	go res.Run(context.Background(), 10*time.Second)
+	http.Handle("POST /2pc", store.Handler(r)) // answers the peers' questions too
+	log.Fatal(http.ListenAndServe("127.0.0.1:8083", nil))
+}

@@ -74,16 +74,29 @@ func (s *Store) HandlerFunc(r Resource) participant.HandlerFunc {
 //   - 500: anything else, including ErrNotPrepared on commit: the
 //     coordinator retries;
 //   - 400: a request without the branch headers or with another operation.
-func (s *Store) Handler(r Resource) http.Handler { return serve(s.HandlerFunc(r)) }
+//
+// A peer's state query (Concord-Op: state; the cooperative termination
+// protocol) is answered by AnswerPeer: 200 with Concord-State.
+func (s *Store) Handler(r Resource) http.Handler { return serve(s.HandlerFunc(r), s.AnswerPeer) }
 
-// serve answers the coordinator's calls with fn in the participant wire
-// form; a request without branch headers or with an operation fn does not
+// serve answers the coordinator's calls with fn, and peers' state queries
+// with states, in the participant wire form; a request without branch
+// headers, with a malformed Concord-Peers or with an operation fn does not
 // serve is a 400.
-func serve(fn participant.HandlerFunc) http.Handler {
+func serve(fn participant.HandlerFunc, states participant.StateFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		b, err := participant.FromRequest(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if b.Op == participant.OpState {
+			st, err := states(req.Context(), b)
+			if errors.Is(err, participant.ErrInvalidBranch) {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			participant.WriteState(w, st, err)
 			return
 		}
 		payload, err := io.ReadAll(io.LimitReader(req.Body, participant.MaxBody))

@@ -83,7 +83,10 @@ var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-
 
 // New returns a Store that keeps its rows in db, which speaks dialect d.
 // The table must exist: call CreateTable once, or create it with your
-// migrations (CreateTable's statement is the reference schema).
+// migrations (CreateTable's statement is the reference schema). A table
+// created before the termination protocols lacks the column peers:
+// CreateTable adds it; with your own migrations, add it (PostgreSQL and
+// SQLite: peers TEXT; MySQL/MariaDB: peers LONGBLOB) before upgrading.
 func New(db *sql.DB, d participant.Dialect, opts ...Option) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("twophase: New: nil *sql.DB")
@@ -102,10 +105,19 @@ func New(db *sql.DB, d participant.Dialect, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// CreateTable creates the table if it does not exist yet.
+// CreateTable creates the table if it does not exist yet, and adds the
+// peers column (the termination protocols' peers, kept with the intent) to
+// a table created by an older release.
 func (s *Store) CreateTable(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, s.q.create); err != nil {
 		return fmt.Errorf("twophase: create table %s: %w", s.table, err)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q.hasPeers)
+	if err == nil {
+		return rows.Close()
+	}
+	if _, err := s.db.ExecContext(ctx, s.q.addPeers); err != nil {
+		return fmt.Errorf("twophase: add column peers to %s: %w", s.table, err)
 	}
 	return nil
 }
@@ -145,7 +157,7 @@ func (s *Store) prepareAs(ctx context.Context, st State, b participant.Branch, c
 	var rejected error
 	err := s.inTx(ctx, "prepare", b, func(tx *sql.Tx) error {
 		now := s.now().UnixMilli()
-		inserted, err := s.insert(ctx, tx, b, st, intent, now)
+		inserted, err := s.insertPeers(ctx, tx, b, st, intent, now, b.Peers)
 		if err != nil {
 			return err
 		}
@@ -168,6 +180,17 @@ func (s *Store) prepareAs(ctx context.Context, st State, b participant.Branch, c
 		}
 		return nil
 	})
+	if errors.Is(err, participant.ErrReadOnly) && st == StatePrepared && len(b.Peers) > 0 {
+		// A read-only vote is a yes: a peer asking about the branch must
+		// not take it for "not voted" (see StateReadOnly). If this record
+		// fails, the vote fails too, and the coordinator asks again.
+		if rerr := s.inTx(ctx, "record read-only", b, func(tx *sql.Tx) error {
+			_, err := s.insert(ctx, tx, b, StateReadOnly, nil, s.now().UnixMilli())
+			return err
+		}); rerr != nil {
+			return rerr
+		}
+	}
 	if rejected != nil {
 		// Remember the no, best effort: if this fails, a repeated prepare
 		// just runs check again.
@@ -234,6 +257,10 @@ func (s *Store) finish(ctx context.Context, op string, b participant.Branch, fn 
 		switch {
 		case state == target:
 			return nil // repeated delivery
+		case state == StateReadOnly:
+			// Voted read-only: nothing to apply or undo; record the end.
+			_, err := tx.ExecContext(ctx, s.q.decide, string(target), s.now().UnixMilli(), b.GID, b.BranchID)
+			return err
 		case state == StateNone:
 			return fmt.Errorf("%w: %s: the branch never prepared here", ErrNotPrepared, describe(op, b))
 		case state == StateAborted:
@@ -264,6 +291,21 @@ func (s *Store) State(ctx context.Context, gid, branchID string) (State, error) 
 		return StateNone, fmt.Errorf("twophase: state of %s/%s: %w", gid, branchID, err)
 	}
 	return State(st), nil
+}
+
+// Peers returns the peers the coordinator named when branch (gid,
+// branchID) prepared or pre-committed here (none for a branch without a
+// row, or prepared without peers).
+func (s *Store) Peers(ctx context.Context, gid, branchID string) ([]participant.Peer, error) {
+	var raw sql.NullString
+	err := s.db.QueryRowContext(ctx, s.q.peers, gid, branchID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !raw.Valid) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("twophase: peers of %s/%s: %w", gid, branchID, err)
+	}
+	return participant.ParsePeers(raw.String)
 }
 
 // Prepared is a branch that voted yes and has not heard the decision.
@@ -360,7 +402,16 @@ func (s *Store) inTx(ctx context.Context, op string, b participant.Branch, fn fu
 
 // insert inserts the branch's row if absent and reports whether it did.
 func (s *Store) insert(ctx context.Context, tx *sql.Tx, b participant.Branch, st State, intent []byte, now int64) (bool, error) {
-	res, err := tx.ExecContext(ctx, s.q.insert, b.GID, b.BranchID, string(st), intent, now, now)
+	return s.insertPeers(ctx, tx, b, st, intent, now, nil)
+}
+
+// insertPeers is insert keeping peers with the row.
+func (s *Store) insertPeers(ctx context.Context, tx *sql.Tx, b participant.Branch, st State, intent []byte, now int64, peers []participant.Peer) (bool, error) {
+	var enc any // NULL without peers
+	if len(peers) > 0 {
+		enc = participant.EncodePeers(peers)
+	}
+	res, err := tx.ExecContext(ctx, s.q.insert, b.GID, b.BranchID, string(st), intent, now, now, enc)
 	if err != nil {
 		return false, fmt.Errorf("twophase: %s: insert: %w", describe(string(st), b), err)
 	}

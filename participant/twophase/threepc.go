@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +29,21 @@ type ThreePCConfig struct {
 	// Logger receives one line per decision taken on a timeout, and the
 	// sweeper's errors; nil discards them.
 	Logger *slog.Logger
+
+	// Termination turns on Skeen's termination protocol: a branch whose
+	// timeout fires asks its peers (the other branches the coordinator
+	// named in Concord-Peers) for their state instead of deciding alone:
+	// any committed → commit; any aborted or not pre-committed (itself
+	// included) → abort; all pre-committed → commit. A peer that does not
+	// answer within AskTimeout is taken for crashed. Off by default. It
+	// removes the divergence of a coordinator crash between two
+	// pre-commits, not that of a partition (see docs/protocols.md).
+	Termination bool
+	// AskTimeout bounds the collection of the peers' answers (default 5s).
+	AskTimeout time.Duration
+	// PeerClient sends the state queries (default: participant.AskPeer's
+	// choice by scheme); AskTimeout bounds them either way.
+	PeerClient *http.Client
 }
 
 // ThreePC is the participant side of a three-phase commit over a Store:
@@ -50,19 +66,30 @@ type ThreePCConfig struct {
 // a fresh DecisionTimeout. A vote is not durable: after a restart it is
 // forgotten, and a pre-commit of that branch is refused.
 //
-// Skeen's termination protocol (asking the other participants before
-// deciding on a timeout) is not here: the coordinator's calls do not tell
-// a participant who its peers are. The simulator (concord explore) runs it.
+// A peer's state query (Concord-Op: state) is answered from the same
+// machine (AnswerPeer): a branch that has not pre-committed (no vote, or a vote
+// kept in memory) is aborted durably first, so that it can never be
+// pre-committed later, and answers "aborted". With
+// ThreePCConfig.Termination a timeout asks the peers first (Skeen's
+// termination protocol; see ThreePCConfig).
 type ThreePC struct {
-	s   *Store
-	r   Resource
-	cfg ThreePCConfig
-	log *slog.Logger
+	s      *Store
+	r      Resource
+	cfg    ThreePCConfig
+	log    *slog.Logger
+	client *http.Client
 
 	mu       sync.Mutex
-	votes    map[branchKey]int64 // voted branches: when the vote times out (unix ns)
+	votes    map[branchKey]vote  // voted branches
 	timers   map[branchKey]int64 // precommitted branches: when they commit on their own
 	restored bool                // the table's precommitted branches have timers
+}
+
+// vote is a voted branch, kept in memory only: when its vote times out
+// (unix ns) and the peers its can-commit named.
+type vote struct {
+	at    int64
+	peers []participant.Peer
 }
 
 type branchKey struct{ gid, branch string }
@@ -79,11 +106,14 @@ func (s *Store) ThreePC(r Resource, cfg ThreePCConfig) (*ThreePC, error) {
 	if cfg.DecisionTimeout <= 0 {
 		cfg.DecisionTimeout = 60 * time.Second
 	}
+	if cfg.AskTimeout <= 0 {
+		cfg.AskTimeout = 5 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &ThreePC{s: s, r: r, cfg: cfg, log: log, votes: map[branchKey]int64{}, timers: map[branchKey]int64{}}, nil
+	return &ThreePC{s: s, r: r, cfg: cfg, log: log, client: cfg.PeerClient, votes: map[branchKey]vote{}, timers: map[branchKey]int64{}}, nil
 }
 
 // Handler serves the participant's single URL: 200 for yes and
@@ -91,7 +121,9 @@ func (s *Store) ThreePC(r Resource, cfg ThreePCConfig) (*ThreePC, error) {
 // reply), 500 when the database or the business code failed (the
 // coordinator retries), 400 for a request without the branch headers or
 // with an operation that is not 3PC's.
-func (t *ThreePC) Handler() http.Handler { return serve(t.HandlerFunc()) }
+// A state query (Concord-Op: state, from a peer) is answered by AnswerPeer:
+// 200 with Concord-State.
+func (t *ThreePC) Handler() http.Handler { return serve(t.HandlerFunc(), t.AnswerPeer) }
 
 // HandlerFunc is Handler's logic as a participant.HandlerFunc.
 func (t *ThreePC) HandlerFunc() participant.HandlerFunc {
@@ -149,6 +181,7 @@ func (t *ThreePC) step(ctx context.Context, b participant.Branch, payload []byte
 func (t *ThreePC) load(ctx context.Context, b participant.Branch) (threepc.Participant, error) {
 	pt := threepc.Participant{
 		ID: b.BranchID, VoteTimeout: int64(t.cfg.VoteTimeout), DecisionTimeout: int64(t.cfg.DecisionTimeout),
+		AskTimeout: int64(t.cfg.AskTimeout), Termination: t.cfg.Termination,
 		State: protocol.PInit,
 	}
 	st, err := t.s.State(ctx, b.GID, b.BranchID)
@@ -204,7 +237,7 @@ func (t *ThreePC) carryOut(ctx context.Context, b participant.Branch, payload []
 		case protocol.Arm:
 			t.mu.Lock()
 			if next.State == protocol.PVoted {
-				t.votes[k] = f.At
+				t.votes[k] = vote{at: f.At, peers: b.Peers}
 			} else {
 				t.timers[k] = f.At
 			}
@@ -340,11 +373,14 @@ func (t *ThreePC) SweepOnce(ctx context.Context) (Sweep, error) {
 	}
 	var due []branchKey
 	t.mu.Lock()
-	for _, m := range []map[branchKey]int64{t.votes, t.timers} {
-		for k, at := range m {
-			if at <= now {
-				due = append(due, k)
-			}
+	for k, v := range t.votes {
+		if v.at <= now {
+			due = append(due, k)
+		}
+	}
+	for k, at := range t.timers {
+		if at <= now {
+			due = append(due, k)
 		}
 	}
 	t.mu.Unlock()
@@ -356,10 +392,10 @@ func (t *ThreePC) SweepOnce(ctx context.Context) (Sweep, error) {
 			errs = append(errs, err)
 		case to == protocol.PCommitted:
 			rep.Committed++
-			t.log.Info("3pc branch committed on its timeout (no word from the coordinator)", "gid", k.gid, "branch", k.branch)
+			t.log.Info("3pc branch committed on its timeout (no word from the coordinator)", "gid", k.gid, "branch", k.branch, "termination", t.cfg.Termination)
 		case to == protocol.PAborted:
 			rep.Aborted++
-			t.log.Info("3pc branch aborted on its timeout (no pre-commit came)", "gid", k.gid, "branch", k.branch)
+			t.log.Info("3pc branch aborted on its timeout (no word from the coordinator)", "gid", k.gid, "branch", k.branch, "termination", t.cfg.Termination)
 		}
 	}
 	return rep, errors.Join(errs...)
@@ -369,11 +405,11 @@ func (t *ThreePC) SweepOnce(ctx context.Context) (Sweep, error) {
 func (t *ThreePC) due(k branchKey, st protocol.PState, now int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m := t.timers
 	if st == protocol.PVoted {
-		m = t.votes
+		v, ok := t.votes[k]
+		return ok && v.at <= now
 	}
-	at, ok := m[k]
+	at, ok := t.timers[k]
 	return ok && at <= now
 }
 
@@ -389,12 +425,27 @@ func (t *ThreePC) fire(ctx context.Context, k branchKey, now int64) (protocol.PS
 		if !t.due(k, pt.State, now) {
 			return "", nil // the coordinator's word moved the branch on
 		}
-		if pt.State == protocol.PVoted {
-			b.Op = participant.OpAbort
+		var peers []participant.Peer
+		if t.cfg.Termination {
+			if peers, err = t.peersOf(ctx, k, pt.State); err != nil {
+				return "", err
+			}
+			for _, p := range peers {
+				pt.Peers = append(pt.Peers, p.Branch)
+			}
 		}
 		next, fx, err := pt.Step(protocol.Timeout{Now: now})
 		if err != nil {
 			return "", err
+		}
+		if slices.ContainsFunc(fx, isAskPeers) {
+			if next, fx, err = t.terminate(ctx, b, next, peers); err != nil {
+				return "", err
+			}
+		}
+		b.Op = participant.OpAbort
+		if next.State == protocol.PCommitted {
+			b.Op = participant.OpDoCommit
 		}
 		err = t.carryOut(ctx, b, nil, next, fx)
 		switch {
