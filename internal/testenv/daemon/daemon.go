@@ -3,6 +3,10 @@
 // redis-server, each on a free loopback port with its own data directory,
 // so the machine's shared services are not disturbed. A missing binary
 // skips the test (fails it under CI=true, see testenv.Require).
+//
+// NewKafka is the Kafka counterpart, in process (franz-go's kfake), with a
+// fault of its own: produce responses that vanish after the broker applied
+// the request.
 package daemon
 
 import (
