@@ -1,7 +1,7 @@
 // Package daemon runs private broker servers for tests that must kill and
-// restart the server itself: a nats-server with JetStream or a
-// redis-server, each on a free loopback port with its own data directory,
-// so the machine's shared services are not disturbed. A missing binary
+// restart the server itself: a nats-server with JetStream, a redis-server
+// or a RabbitMQ node, each on free loopback ports with its own data
+// directory, so the machine's shared services are not disturbed. A missing binary
 // skips the test (fails it under CI=true, see testenv.Require).
 //
 // NewKafka is the Kafka counterpart, in process (franz-go's kfake), with a
@@ -15,8 +15,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -31,11 +34,17 @@ const readyTimeout = 20 * time.Second
 // A Daemon is one private server process, restartable on the same port
 // and data directory.
 type Daemon struct {
-	t     testing.TB
-	name  string
-	bin   string
-	args  []string
-	ready func(ctx context.Context) error
+	t    testing.TB
+	name string
+	bin  string
+	args []string
+	env  []string // extra environment, KEY=VALUE
+	// pidFile, if set, names the file where the server writes its pid
+	// when the command is a wrapper script: Kill signals that pid.
+	pidFile string
+	ready   func(ctx context.Context) error
+	// readyTimeout bounds Start's wait (default readyTimeout).
+	readyTimeout time.Duration
 	// Addr is host:port on loopback.
 	Addr string
 	// Dir is the server's data directory, kept across restarts.
@@ -97,12 +106,54 @@ func Redis(t testing.TB) *Daemon {
 	return d
 }
 
+// RabbitMQ starts a private RabbitMQ node (its own node name, AMQP and
+// distribution ports, data and log directories, no plugins) with the
+// default guest user allowed from loopback; its URL is
+// "amqp://guest:guest@" + Addr + "/". A node takes 5-15s to boot.
+func RabbitMQ(t testing.TB) *Daemon {
+	t.Helper()
+	bin := lookup(t, "rabbitmq-server (/usr/lib/rabbitmq/bin)", "/usr/lib/rabbitmq/bin/rabbitmq-server")
+	amqpPort, distPort := freePort(t), freePort(t)
+	dir := t.TempDir()
+	d := &Daemon{t: t, name: "rabbitmq-server", bin: bin, Addr: "127.0.0.1:" + strconv.Itoa(amqpPort), Dir: dir,
+		pidFile: filepath.Join(dir, "pid")}
+	conf := fmt.Sprintf("listeners.tcp.local = %s\nloopback_users = none\n", d.Addr)
+	for name, body := range map[string]string{"rabbitmq.conf": conf, "enabled_plugins": "[].\n", "rabbitmq-env.conf": ""} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.env = []string{
+		"RABBITMQ_NODENAME=" + fmt.Sprintf("concord-test-%d@localhost", amqpPort),
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT=" + strconv.Itoa(amqpPort),
+		"RABBITMQ_DIST_PORT=" + strconv.Itoa(distPort),
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq.conf"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(dir, "advanced.config"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
+		"RABBITMQ_CONF_ENV_FILE=" + filepath.Join(dir, "rabbitmq-env.conf"),
+		"RABBITMQ_PID_FILE=" + d.pidFile,
+		"ERL_EPMD_ADDRESS=127.0.0.1",
+		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
+	}
+	d.ready = func(ctx context.Context) error { return dial(ctx, d.Addr) }
+	d.readyTimeout = 60 * time.Second
+	d.Start()
+	return d
+}
+
 // Start runs the server (again, on the same port and directory) and waits
-// until it answers. It fails the test if it does not within 20s.
+// until it answers. It fails the test if it does not within 20s (60s for
+// RabbitMQ).
 func (d *Daemon) Start() {
 	d.t.Helper()
 	d.mu.Lock()
 	cmd := exec.Command(d.bin, d.args...)
+	if d.env != nil {
+		cmd.Env = append(os.Environ(), d.env...)
+	}
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = &lockedWriter{w: out, mu: &d.mu}, &lockedWriter{w: out, mu: &d.mu}
 	if err := cmd.Start(); err != nil {
@@ -114,7 +165,11 @@ func (d *Daemon) Start() {
 	d.cmd, d.exited, d.out = cmd, exited, out
 	d.mu.Unlock()
 	d.t.Cleanup(d.Kill)
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	limit := d.readyTimeout
+	if limit == 0 {
+		limit = readyTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	for {
 		err := d.ready(ctx)
@@ -126,7 +181,7 @@ func (d *Daemon) Start() {
 			d.t.Fatalf("%s exited before it was ready: %s", d.name, d.Output())
 		case <-ctx.Done():
 			d.Kill()
-			d.t.Fatalf("%s not ready after %v (%v): %s", d.name, readyTimeout, err, d.Output())
+			d.t.Fatalf("%s not ready after %v (%v): %s", d.name, limit, err, d.Output())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -139,6 +194,14 @@ func (d *Daemon) Kill() {
 	d.mu.Unlock()
 	if cmd == nil {
 		return
+	}
+	if d.pidFile != "" {
+		if b, err := os.ReadFile(d.pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		os.Remove(d.pidFile) // the next run writes its own
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	select {
