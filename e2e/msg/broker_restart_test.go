@@ -3,7 +3,6 @@ package msg
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,64 +57,28 @@ func TestBrokerServerRestartDuringDelivery(t *testing.T) {
 	opts := client.Options{BranchTimeout: 500 * time.Millisecond, RetryInitial: 50 * time.Millisecond, RetryMax: 400 * time.Millisecond,
 		MaxAttempts: 1000, MaxTotalAttempts: 2000}
 
-	// The producer sends n messages, one every 15ms, while the brokers are
-	// killed and restarted; sent reports how many were accepted so far.
+	// A third of the messages is sent and, with its deliveries in flight,
+	// the nats-server is killed; the second third is sent while it is down
+	// and the redis-server is killed when it is back; the last third is
+	// sent while Redis is down. Every phase's deliveries hit a dead broker.
 	const n = 150
-	gids := make([]string, n)
-	sent := make(chan int, n)
-	var sendErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(sent)
-		tick := time.NewTicker(15 * time.Millisecond)
-		defer tick.Stop()
-		for i := range n {
+	var gids []string
+	send := func(count int) {
+		t.Helper()
+		for range count {
+			i := len(gids)
 			m := c.NewMessage(newGID(fmt.Sprintf("br%03d", i))).Payload(fmt.Sprintf("order %d", i)).
 				ToBranch("nats", natsURL, nil).ToBranch("redis", redisURL, nil).WithOptions(opts)
 			if _, err := m.Send(ctx); err != nil {
-				sendErr = fmt.Errorf("send %d: %w", i, err)
-				return
+				t.Fatalf("send %d: %v", i, err)
 			}
-			gids[i] = m.GID()
-			sent <- i + 1
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				return
-			}
+			gids = append(gids, m.GID())
 		}
-	})
-	waitSent := func(k int) {
-		t.Helper()
-		for got := range sent {
-			if got >= k {
-				return
-			}
-		}
-		t.Fatalf("the producer stopped early: %v", sendErr)
-	}
-	restart := func(d *daemon.Daemon) {
-		t.Helper()
-		d.Kill()
-		down := time.NewTimer(brokerDown)
-		select {
-		case <-down.C:
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		}
-		d.Start()
 	}
 	start := time.Now()
-	waitSent(n / 3)
-	restart(nd)
-	waitSent(2 * n / 3)
-	restart(rd)
-	for range sent {
-	}
-	wg.Wait()
-	if sendErr != nil {
-		t.Fatal(sendErr)
-	}
+	send(n / 3)
+	downWhile(t, ctx, nd, func() { send(n / 3) })
+	downWhile(t, ctx, rd, func() { send(n - 2*(n/3)) })
 	retried := map[string]int{} // branch -> messages delivered more than once
 	for _, g := range gids {
 		tx, err := c.Wait(ctx, g)
@@ -178,6 +141,22 @@ func TestBrokerServerRestartDuringDelivery(t *testing.T) {
 	}
 }
 
+// downWhile kills d, runs during (which should find d down), waits until
+// d has been down for brokerDown, and starts it again on its data.
+func downWhile(t *testing.T, ctx context.Context, d *daemon.Daemon, during func()) {
+	t.Helper()
+	d.Kill()
+	down := time.NewTimer(brokerDown)
+	defer down.Stop()
+	during()
+	select {
+	case <-down.C:
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	d.Start()
+}
+
 // TestRabbitMQServerRestartDuringDelivery is the same with a private
 // RabbitMQ node (durable queue, persistent messages, publisher confirms)
 // killed with SIGKILL and restarted on its data. RabbitMQ does not
@@ -208,46 +187,28 @@ func TestRabbitMQServerRestartDuringDelivery(t *testing.T) {
 	c := client.New(srv.URL)
 	opts := client.Options{BranchTimeout: 500 * time.Millisecond, RetryInitial: 50 * time.Millisecond, RetryMax: 400 * time.Millisecond,
 		MaxAttempts: 1000, MaxTotalAttempts: 2000}
+	// A third is sent and, with its deliveries in flight, the node is
+	// killed; a third is sent while it is down (its boot takes seconds),
+	// the last third once it is back.
 	const n = 90
-	gids := make([]string, n)
-	sent := make(chan int, n)
-	var sendErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(sent)
-		tick := time.NewTicker(15 * time.Millisecond)
-		defer tick.Stop()
-		for i := range n {
+	var gids []string
+	send := func(count int) {
+		t.Helper()
+		for range count {
+			i := len(gids)
 			m := c.NewMessage(newGID(fmt.Sprintf("rq%03d", i))).Payload(fmt.Sprintf("order %d", i)).
 				ToBranch("rabbit", dest, nil).WithOptions(opts)
 			if _, err := m.Send(ctx); err != nil {
-				sendErr = fmt.Errorf("send %d: %w", i, err)
-				return
+				t.Fatalf("send %d: %v", i, err)
 			}
-			gids[i] = m.GID()
-			sent <- i + 1
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				return
-			}
-		}
-	})
-	for got := range sent {
-		if got >= n/3 {
-			break
+			gids = append(gids, m.GID())
 		}
 	}
+	send(n / 3)
 	start := time.Now()
-	rq.Kill()
-	rq.Start() // takes seconds: the deliveries meanwhile fail and are retried
+	downWhile(t, ctx, rq, func() { send(n / 3) })
 	t.Logf("RabbitMQ down for %v", time.Since(start).Round(time.Millisecond))
-	for range sent {
-	}
-	wg.Wait()
-	if sendErr != nil {
-		t.Fatal(sendErr)
-	}
+	send(n - 2*(n/3))
 	retried := 0
 	for _, g := range gids {
 		tx, err := c.Wait(ctx, g)
