@@ -165,7 +165,7 @@ func downWhile(t *testing.T, ctx context.Context, d *daemon.Daemon, during func(
 // copy with the message-id gid/branch, and a consumer's inbox keyed by it
 // applies each once. Nothing confirmed is lost.
 func TestRabbitMQServerRestartDuringDelivery(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	rq := daemon.RabbitMQ(t)
 	amqpURL := "amqp://guest:guest@" + rq.Addr + "/"

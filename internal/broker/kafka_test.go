@@ -6,10 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/concordtm/concord/internal/testenv/daemon"
 )
@@ -96,41 +94,6 @@ func TestKafkaReconnect(t *testing.T) {
 	checkDelivery(t, msgs, consumeKafka(t, addrs, "orders", len(msgs)))
 }
 
-// kafkaRecords returns how many records topic's partitions hold (the sum
-// of their end offsets: the producer is not transactional, so every offset
-// is a record).
-func kafkaRecords(t testing.TB, addrs, topic string, partitions int32) int64 {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(addrs, ",")...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	req := kmsg.NewPtrListOffsetsRequest()
-	rt := kmsg.NewListOffsetsRequestTopic()
-	rt.Topic = topic
-	for p := range partitions {
-		rp := kmsg.NewListOffsetsRequestTopicPartition()
-		rp.Partition, rp.Timestamp = p, -1 // latest
-		rt.Partitions = append(rt.Partitions, rp)
-	}
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(t.Context(), cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, rt := range resp.Topics {
-		for _, rp := range rt.Partitions {
-			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
-				t.Fatalf("list offsets %s/%d: %v", topic, rp.Partition, err)
-			}
-			n += rp.Offset
-		}
-	}
-	return n
-}
-
 // A produce request the broker applied but whose response never came back
 // (the connection died) is retried by franz-go's idempotent producer with
 // the same producer id and sequence numbers; the broker recognizes the
@@ -148,7 +111,7 @@ func TestKafkaLostProduceResponseIsNotDuplicated(t *testing.T) {
 	if dropped != 1 || produces < 2 {
 		t.Fatalf("%d produce requests, %d responses dropped: the fault was not injected", produces, dropped)
 	}
-	if n := kafkaRecords(t, k.Addrs, "orders", 3); n != int64(len(msgs)) {
+	if n := k.Records(t, "orders"); n != int64(len(msgs)) {
 		t.Errorf("the topic holds %d records for %d messages: a retry was appended twice", n, len(msgs))
 	}
 	if dups := checkDelivery(t, msgs, consumeKafka(t, k.Addrs, "orders", len(msgs))); dups != 0 {

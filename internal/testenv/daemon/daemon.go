@@ -169,7 +169,7 @@ func (d *Daemon) Start() {
 	if limit == 0 {
 		limit = readyTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(d.t.Context(), limit)
 	defer cancel()
 	for {
 		err := d.ready(ctx)
