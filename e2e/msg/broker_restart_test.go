@@ -3,6 +3,7 @@ package msg
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -213,6 +214,15 @@ func TestRabbitMQServerRestartDuringDelivery(t *testing.T) {
 	for _, g := range gids {
 		tx, err := c.Wait(ctx, g)
 		if err != nil {
+			if tx, gerr := c.Get(t.Context(), g); gerr == nil {
+				for _, b := range tx.GetBranches() {
+					for _, a := range b.GetAttempts() {
+						t.Logf("%s branch %s attempt %d at %d: %s %s (%dus)", g, b.GetId(), a.GetNumber(), a.GetStartedAtUnixMs(), a.GetOutcome(), a.GetError(), a.GetDurationUs())
+					}
+				}
+				t.Logf("status %s", tx.GetStatus())
+			}
+			dumpGoroutines(t, srv)
 			t.Fatalf("wait %s: %v", g, err)
 		}
 		want(t, tx, "succeeded")
@@ -255,4 +265,15 @@ func TestRabbitMQServerRestartDuringDelivery(t *testing.T) {
 	}
 	t.Logf("%d messages, %d deliveries retried; the queue holds %d copies, %d of them duplicates (a consumer drops them by message-id)",
 		n, retried, total, total-len(copies))
+}
+
+// dumpGoroutines makes the coordinator print its goroutines (SIGQUIT) and
+// logs them, to show where a delivery hangs.
+func dumpGoroutines(t *testing.T, srv *proc.Server) {
+	syscall.Kill(srv.Pid(), syscall.SIGQUIT)
+	select {
+	case <-srv.Exited():
+	case <-time.After(10 * time.Second):
+	}
+	t.Logf("coordinator goroutines:\n%s", srv.Stderr())
 }
