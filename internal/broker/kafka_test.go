@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/concordtm/concord/internal/testenv/daemon"
 )
 
 // newKafka starts an in-process Kafka cluster (no Kafka server is
@@ -90,4 +92,29 @@ func TestKafkaReconnect(t *testing.T) {
 		publishEventually(t, p, m)
 	}
 	checkDelivery(t, msgs, consumeKafka(t, addrs, "orders", len(msgs)))
+}
+
+// A produce request the broker applied but whose response never came back
+// (the connection died) is retried by franz-go's idempotent producer with
+// the same producer id and sequence numbers; the broker recognizes the
+// retry and keeps one copy. Publish reports success and the topic holds
+// every record once.
+func TestKafkaLostProduceResponseIsNotDuplicated(t *testing.T) {
+	k := daemon.NewKafka(t, 3, "orders")
+	p := openTest(t, "kafka://"+k.Addrs+"?topic=orders", nil)
+	msgs := testMessages("lost", 40, 4)
+	// One: franz-go waits out its metadata minimum age (5s) before the
+	// retry, so each lost response costs that much.
+	k.DropProduceResponses(1)
+	publishAll(t, p, msgs)
+	produces, dropped := k.Stats()
+	if dropped != 1 || produces < 2 {
+		t.Fatalf("%d produce requests, %d responses dropped: the fault was not injected", produces, dropped)
+	}
+	if n := k.Records(t, "orders"); n != int64(len(msgs)) {
+		t.Errorf("the topic holds %d records for %d messages: a retry was appended twice", n, len(msgs))
+	}
+	if dups := checkDelivery(t, msgs, consumeKafka(t, k.Addrs, "orders", len(msgs))); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
 }

@@ -99,7 +99,10 @@ func (b *BrokerCaller) publisher(ctx context.Context, raw string) (broker.Publis
 		if err == nil {
 			bc.pub, err = broker.Open(ctx, d)
 		}
+		// Under b.mu: other calls read err and at above, without Do.
+		b.mu.Lock()
 		bc.err, bc.at = err, time.Now()
+		b.mu.Unlock()
 	})
 	return bc.pub, bc.err
 }

@@ -18,6 +18,17 @@
 //	relay := ob.NewRelay(db, outbox.PublisherSink(pub), outbox.RelayConfig{})
 //	go relay.Run(ctx)
 //
+// or through the Concord coordinator, which then delivers each row to its
+// destinations with retries (CoordinatorSink):
+//
+//	sink, _ := outbox.CoordinatorSink(client.New(coordURL), outbox.CoordinatorConfig{
+//		Namespace: "orders", Destinations: []string{"http://billing/events"}})
+//	relay := ob.NewRelay(db, sink, outbox.RelayConfig{})
+//
+// The coordinator sink sends each row under a gid derived from its message
+// ID (MessageGID), so a row sent again after a relay crash is the message
+// the coordinator already has, not a new one.
+//
 // # Guarantees
 //
 //   - Atomic: a message written in a transaction that rolls back is never
@@ -33,6 +44,9 @@
 //     commit order for transactions that serialize on the key (for example
 //     by locking the aggregate's row before writing the message); write the
 //     message after taking that lock.
+//     With CoordinatorSink this is the order in which the coordinator
+//     accepts the messages; it delivers them independently, so consumers
+//     see each key in order only with CoordinatorConfig.WaitDelivered.
 //   - Permanent failures park the row: status 'failed', attempts, and the
 //     sink's error in last_error. A parked row keeps blocking its key until
 //     an operator fixes the cause and calls Requeue (or deletes the row).
