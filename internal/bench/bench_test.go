@@ -84,8 +84,8 @@ func TestChildProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkResult(t, r, ModeSaga)
-		if procFS && (r.RSSMB <= 0 || r.CPUMsPerTx <= 0) {
-			t.Errorf("rss %v MiB, cpu %v ms per transaction: want both measured", r.RSSMB, r.CPUMsPerTx)
+		if procFS && (r.RSSMB <= 0 || r.CPUMsPerTx <= 0 || r.RSSAnonMB <= 0 || r.RSSAnonMB > r.RSSMB) {
+			t.Errorf("rss %v MiB (anonymous %v), cpu %v ms per transaction: want all measured, anonymous at most the peak", r.RSSMB, r.RSSAnonMB, r.CPUMsPerTx)
 		}
 		if procFS {
 			if pids := running(t, bin); len(pids) > 0 {
@@ -171,7 +171,7 @@ func TestAddr(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkResult(t, r, mode)
-			if r.Coordinator != url || r.RSSMB != 0 || r.CPUMsPerTx != 0 {
+			if r.Coordinator != url || r.RSSMB != 0 || r.CPUMsPerTx != 0 || r.RSSAnonMB != 0 {
 				t.Errorf("coordinator %q, rss %v, cpu %v: want %q and nothing measured", r.Coordinator, r.RSSMB, r.CPUMsPerTx, url)
 			}
 		})
@@ -245,6 +245,10 @@ func TestParseProc(t *testing.T) {
 	}
 	if _, err := parseStatusHWM([]byte("Name:\tconcord\n")); err == nil {
 		t.Error("parseStatusHWM without VmHWM: no error")
+	}
+	anon, err := parseStatusKB([]byte(status+"RssAnon:\t   12288 kB\nRssFile:\t   17712 kB\n"), "RssAnon")
+	if err != nil || anon != 12<<20 {
+		t.Errorf("parseStatusKB(RssAnon) = %d, %v; want %d", anon, err, 12<<20)
 	}
 }
 

@@ -66,22 +66,35 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 
 // parseStatusHWM returns VmHWM in bytes from the contents of
 // /proc/<pid>/status.
-func parseStatusHWM(b []byte) (int64, error) {
+func parseStatusHWM(b []byte) (int64, error) { return parseStatusKB(b, "VmHWM") }
+
+// readAnon returns the process's RssAnon in bytes.
+func readAnon(pid int) (int64, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatusKB(status, "RssAnon")
+}
+
+// parseStatusKB returns the "field: N kB" line of /proc/<pid>/status in
+// bytes.
+func parseStatusKB(b []byte, field string) (int64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmHWM:"))
+		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte(field+":"))
 		if !ok {
 			continue
 		}
 		f := bytes.Fields(rest)
 		if len(f) != 2 || string(f[1]) != "kB" {
-			return 0, fmt.Errorf("proc status: VmHWM %q: want <number> kB", bytes.TrimSpace(rest))
+			return 0, fmt.Errorf("proc status: %s %q: want <number> kB", field, bytes.TrimSpace(rest))
 		}
 		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("proc status: VmHWM %q: %v", f[0], err)
+			return 0, fmt.Errorf("proc status: %s %q: %v", field, f[0], err)
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("proc status: no VmHWM line")
+	return 0, fmt.Errorf("proc status: no %s line", field)
 }

@@ -37,7 +37,7 @@ func resources(r Result) string {
 	if r.CPUMsPerTx > 0 {
 		cpu = fmt.Sprintf("%.3f ms", r.CPUMsPerTx)
 	}
-	return fmt.Sprintf("resources     coordinator peak RSS %.1f MiB, CPU %s per transaction\n", r.RSSMB, cpu)
+	return fmt.Sprintf("resources     coordinator peak RSS %.1f MiB (anonymous %.1f MiB), CPU %s per transaction\n", r.RSSMB, r.RSSAnonMB, cpu)
 }
 
 // WriteJSON prints r as one JSON object on one line.
