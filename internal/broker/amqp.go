@@ -98,8 +98,14 @@ func (p *amqpPublisher) connectLocked(ctx context.Context) (*amqpChannel, error)
 				return nil, err
 			}
 			// The handshake must not hang on a broker that accepts TCP but
-			// does not answer; amqp091 clears the deadline afterwards.
-			_ = conn.SetDeadline(time.Now().Add(connectTimeout))
+			// does not answer (a node still booting), nor outlast the call
+			// that opens it: p.mu is held meanwhile, and every other
+			// publish waits. amqp091 clears the deadline afterwards.
+			deadline := time.Now().Add(connectTimeout)
+			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+				deadline = d
+			}
+			_ = conn.SetDeadline(deadline)
 			return conn, nil
 		},
 	}
