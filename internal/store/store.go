@@ -235,6 +235,20 @@ func CheckMeta(key string, value []byte) error {
 	return nil
 }
 
+// PrefixEnd is the smallest byte string greater than every string that
+// starts with p, or nil when there is none (p empty or all 0xff): the
+// exclusive upper bound of a prefix scan over byte-ordered keys.
+func PrefixEnd(p []byte) []byte {
+	s := append([]byte(nil), p...)
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] != 0xff {
+			s[i]++
+			return s[:i+1]
+		}
+	}
+	return nil
+}
+
 // MetaConflict builds the error PutMeta and DeleteMeta return on a version
 // mismatch.
 func MetaConflict(key string, expected, stored int64) error {

@@ -171,7 +171,7 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 	}
 	q := "SELECT mkey, version, value FROM " + s.t.meta + " WHERE mkey >= ?"
 	args := []any{[]byte(prefix)}
-	if hi := byteSuccessor([]byte(prefix)); hi != nil {
+	if hi := store.PrefixEnd([]byte(prefix)); hi != nil {
 		q += " AND mkey < ?"
 		args = append(args, hi)
 	}
@@ -194,17 +194,4 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 		return nil, s.fail("list metadata", err)
 	}
 	return out, nil
-}
-
-// byteSuccessor is the smallest byte string greater than every string that
-// starts with p, or nil when there is none ("" or all 0xff).
-func byteSuccessor(p []byte) []byte {
-	s := append([]byte(nil), p...)
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] != 0xff {
-			s[i]++
-			return s[:i+1]
-		}
-	}
-	return nil
 }

@@ -110,7 +110,7 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 	}
 	q := "SELECT key, version, value FROM " + s.q.meta + " WHERE key >= $1"
 	args := []any{[]byte(prefix)}
-	if hi := byteSuccessor([]byte(prefix)); hi != nil {
+	if hi := store.PrefixEnd([]byte(prefix)); hi != nil {
 		q += " AND key < $2"
 		args = append(args, hi)
 	}
@@ -133,17 +133,4 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 		return nil, s.fail("list metadata", err)
 	}
 	return out, nil
-}
-
-// byteSuccessor is the smallest byte string greater than every string that
-// starts with p, or nil when there is none ("" or all 0xff).
-func byteSuccessor(p []byte) []byte {
-	s := append([]byte(nil), p...)
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] != 0xff {
-			s[i]++
-			return s[:i+1]
-		}
-	}
-	return nil
 }

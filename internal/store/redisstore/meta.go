@@ -153,7 +153,7 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 	lo, hi := "-", "+"
 	if prefix != "" {
 		lo = "[" + prefix
-		if succ := byteSuccessor([]byte(prefix)); succ != nil {
+		if succ := store.PrefixEnd([]byte(prefix)); succ != nil {
 			hi = "(" + string(succ)
 		}
 	}
@@ -173,17 +173,4 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 		out = append(out, e)
 	}
 	return out, nil
-}
-
-// byteSuccessor is the smallest byte string greater than every string that
-// starts with p, or nil when there is none ("" or all 0xff).
-func byteSuccessor(p []byte) []byte {
-	s := append([]byte(nil), p...)
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] != 0xff {
-			s[i]++
-			return s[:i+1]
-		}
-	}
-	return nil
 }
