@@ -12,6 +12,8 @@ func TestPrefixEnd(t *testing.T) {
 		{[]byte("topic/"), []byte("topic0")},
 		{[]byte{'a', 0xff}, []byte{'b'}},
 		{[]byte{'a', 0xfe, 0xff}, []byte{'a', 0xff}},
+		{[]byte("c"), []byte("d")},
+		{[]byte{1, 0xff}, []byte{2}},
 	} {
 		if got := PrefixEnd(c.in); !bytes.Equal(got, c.want) || (got == nil) != (c.want == nil) {
 			t.Errorf("PrefixEnd(%q) = %q, want %q", c.in, got, c.want)

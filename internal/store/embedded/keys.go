@@ -245,16 +245,3 @@ func indexKeys(r store.Record) []keyValue {
 type keyValue struct {
 	key, value []byte
 }
-
-// successor returns the smallest key greater than every key that starts
-// with prefix, or nil when there is none.
-func successor(prefix []byte) []byte {
-	s := append([]byte(nil), prefix...)
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] != 0xff {
-			s[i]++
-			return s[:i+1]
-		}
-	}
-	return nil
-}

@@ -46,18 +46,6 @@ func TestListKeyOrder(t *testing.T) {
 	}
 }
 
-func TestSuccessor(t *testing.T) {
-	for _, tc := range []struct{ in, want []byte }{
-		{[]byte("c"), []byte("d")},
-		{[]byte{1, 0xff}, []byte{2}},
-		{[]byte{0xff, 0xff}, nil},
-	} {
-		if got := successor(tc.in); !bytes.Equal(got, tc.want) {
-			t.Errorf("successor(%x) = %x, want %x", tc.in, got, tc.want)
-		}
-	}
-}
-
 // FuzzDecodeRecord feeds arbitrary bytes, as a damaged disk could, to the
 // record decoder: it must fail with store.ErrCorrupt or return a record that
 // encodes and decodes back to itself.

@@ -116,7 +116,7 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 	var out []store.MetaEntry
 	err := s.read(func(r reader) error {
 		out = out[:0]
-		return r.scan(lo, successor(lo), false, func(k, v []byte) (bool, error) {
+		return r.scan(lo, store.PrefixEnd(lo), false, func(k, v []byte) (bool, error) {
 			e, err := decodeEntry(string(k[1:]), v)
 			if err != nil {
 				return false, err

@@ -406,7 +406,7 @@ func (s *Store) List(ctx context.Context, opts store.ListOptions) ([]store.Recor
 		limit = defaultLimit
 	}
 	prefix := listPrefix(opts.Status, opts.Mode)
-	hi := successor(prefix)
+	hi := store.PrefixEnd(prefix)
 	if opts.Before != 0 {
 		hi = append(appendTS(bytes.Clone(prefix), opts.Before), opts.BeforeGID...)
 	}
@@ -457,7 +457,7 @@ func readRecord(r reader, gid string) (store.Record, error) {
 // own snapshot, and calls fn between pages with nothing held.
 func (s *Store) Unfinished(ctx context.Context, fn func(store.Record) error) error {
 	lo := []byte{kindLive}
-	hi := successor(lo)
+	hi := store.PrefixEnd(lo)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
