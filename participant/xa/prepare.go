@@ -229,8 +229,30 @@ func (d Dialect) start(ctx context.Context, conn *sql.Conn, xidSQL, xid string) 
 	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
 		return false, err
 	}
+	// Abort's probe takes the same lock for an instant (see probe), so a
+	// refusal may be that probe, not a concurrent Prepare: try again a few
+	// times, for about 15 ms in all, before reporting the branch busy. A
+	// failed try does not abort the transaction.
 	var locked bool
-	err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", lockKey(xid)).Scan(&locked)
+	var err error
+	for pause := time.Duration(0); ; pause = max(2*pause, time.Millisecond) {
+		if pause > 0 {
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-t.C:
+			}
+			t.Stop()
+			if err != nil {
+				break
+			}
+		}
+		err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", lockKey(xid)).Scan(&locked)
+		if err != nil || locked || pause >= 8*time.Millisecond {
+			break
+		}
+	}
 	if err == nil && locked {
 		return true, nil
 	}

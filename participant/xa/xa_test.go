@@ -519,3 +519,43 @@ func TestInvalidBranch(t *testing.T) {
 		t.Error("unknown dialect accepted")
 	}
 }
+
+// TestPrepareOutlastsProbe holds a branch's advisory lock on another
+// session for a moment, as Abort's probe does, while Prepare starts: the
+// Prepare must wait the moment out and prepare, not report the branch as
+// in progress in another session (a CI failure of TestPrepareAbortRace on
+// a loaded machine).
+func TestPrepareOutlastsProbe(t *testing.T) {
+	// PostgreSQL only: MySQL's probe takes no lock on an absent key.
+	for _, be := range backends {
+		if be.name != "postgres" {
+			continue
+		}
+		f := setup(t, be)
+		b := f.branch("p")
+		tx, err := f.db.BeginTx(f.ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		var locked bool
+		if err := tx.QueryRowContext(f.ctx, "SELECT pg_try_advisory_xact_lock($1)", lockKey(XID(b.GID, b.BranchID))).Scan(&locked); err != nil || !locked {
+			t.Fatalf("take the lock: %v, %v", locked, err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- Prepare(f.ctx, f.db, f.d, b, f.insert(1, 0, nil)) }()
+		time.Sleep(3 * time.Millisecond)
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("Prepare after a 3 ms lock: %v", err)
+		}
+		if !f.prepared(b) {
+			t.Fatal("branch not prepared")
+		}
+		if err := Commit(f.ctx, f.db, f.d, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
