@@ -160,6 +160,20 @@ type Migrator interface {
 	Migrate(ctx context.Context) error
 }
 
+// AsyncCommitter is an optional capability: a store whose Commit can be
+// split in two, so that a caller can apply its next batch while the last
+// one is being fsynced (a pipelined group commit). CommitAsync applies
+// batch as Commit would, in order after every earlier call, and returns a
+// function that waits until it is durable and reports Commit's outcome.
+// Batches become durable in the order they were applied. The caller must
+// call wait exactly once and must not act on the batch (tell a participant
+// or a client) before wait returned nil. A *ConflictError from
+// CommitAsync means nothing of batch was written; any other error from it
+// or from wait is a failed Commit.
+type AsyncCommitter interface {
+	CommitAsync(ctx context.Context, batch []Record) (wait func() error, err error)
+}
+
 // Deleter is an optional capability: backends that can remove finished
 // records (retention) implement it.
 type Deleter interface {

@@ -57,6 +57,14 @@ func (e *boltEngine) update(fn func(r reader, w writer) error) error {
 	})
 }
 
+// updateAsync cannot split bbolt's commit: it returns after the fsync.
+func (e *boltEngine) updateAsync(fn func(r reader, w writer) error) (func() error, error) {
+	if err := e.update(fn); err != nil {
+		return nil, err
+	}
+	return noWait, nil
+}
+
 func (e *boltEngine) close() error { return e.db.Close() }
 
 // boltBucketRW adapts a bucket to reader and writer.

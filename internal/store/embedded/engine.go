@@ -11,6 +11,13 @@ type engine interface {
 	// Updates run one at a time; fn's reads see the state left by the
 	// previous update.
 	update(fn func(r reader, w writer) error) error
+	// updateAsync is update split in two: it returns once the write is
+	// applied, so that later updates and views see it, and hands back a
+	// function that waits until the write is durable. Writes become durable
+	// in the order they were applied. The caller must call wait exactly
+	// once. An engine that cannot split the fsync off does it before it
+	// returns and hands back a wait that returns nil.
+	updateAsync(fn func(r reader, w writer) error) (wait func() error, err error)
 	close() error
 }
 
@@ -27,3 +34,6 @@ type writer interface {
 	set(key, value []byte) error
 	del(key []byte) error
 }
+
+// noWait is the wait of a write that is already durable.
+func noWait() error { return nil }

@@ -49,17 +49,38 @@ func (e *pebbleEngine) view(fn func(r reader) error) error {
 }
 
 func (e *pebbleEngine) update(fn func(r reader, w writer) error) error {
+	wait, err := e.updateAsync(fn)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// updateAsync applies the batch with ApplyNoSyncWait: Pebble writes it to
+// the WAL and the memtable and publishes it (later reads see it), and its
+// log writer fsyncs it with whatever else is pending, after the fsync in
+// flight. So the next update is applied while this one's fsync runs, and
+// one fsync can cover several updates.
+func (e *pebbleEngine) updateAsync(fn func(r reader, w writer) error) (func() error, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	b := e.db.NewBatch()
-	defer b.Close()
 	if err := fn(pebbleReader{e.db}, pebbleWriter{b}); err != nil {
-		return err
+		b.Close()
+		return nil, err
 	}
 	if b.Empty() {
-		return nil
+		b.Close()
+		return noWait, nil
 	}
-	return b.Commit(pebble.Sync)
+	if err := e.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return func() error {
+		err := b.SyncWait()
+		return errors.Join(err, b.Close())
+	}, nil
 }
 
 func (e *pebbleEngine) close() error { return e.db.Close() }

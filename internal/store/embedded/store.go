@@ -70,8 +70,9 @@ type Store struct {
 }
 
 var (
-	_ store.Store   = (*Store)(nil)
-	_ store.Deleter = (*Store)(nil)
+	_ store.Store          = (*Store)(nil)
+	_ store.Deleter        = (*Store)(nil)
+	_ store.AsyncCommitter = (*Store)(nil)
 )
 
 // Open opens or creates the store in dir, creating dir if needed.
@@ -205,8 +206,24 @@ func (s *Store) write(fn func(r reader, w writer) error) error {
 // Commit writes the batch and its index entries in one engine write, fsynced
 // before it returns.
 func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
-	if err := ctx.Err(); err != nil {
+	wait, err := s.CommitAsync(ctx, batch)
+	if err != nil {
 		return err
+	}
+	return wait()
+}
+
+// CommitAsync is Commit split in two (store.AsyncCommitter): it returns
+// once the batch is applied, so that later commits and reads see it, and
+// hands back a function that waits until the batch is durable. Batches
+// become durable in the order they were applied. On the Pebble engine the
+// next batch can be applied while this one is fsynced; on bbolt the fsync
+// happens before CommitAsync returns. The caller must call wait exactly
+// once, and must not tell anyone about the batch before wait returned nil;
+// Close waits for every outstanding wait.
+func (s *Store) CommitAsync(ctx context.Context, batch []store.Record) (func() error, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	type prepared struct {
 		key, value []byte
@@ -217,13 +234,21 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 	for i, r := range batch {
 		prep[i] = prepared{recordKey(r.GID), encodeRecord(r), indexKeys(r)}
 	}
+	// The read lock is held until wait returns, so that Close waits for
+	// the fsyncs in flight. It is taken before commitMu: a failed wait
+	// takes commitMu while it holds the read lock.
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, store.ErrClosed
+	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	if s.live == nil {
 		s.live = make(map[string][]keyValue)
 	}
 	var conflict *store.ConflictError
-	err := s.write(func(r reader, w writer) error {
+	wait, err := s.eng.updateAsync(func(r reader, w writer) error {
 		// Versioned records are checked before anything is written; their
 		// stored value, read here, also tells which index entries to drop.
 		stored, err := checkVersions(r, batch)
@@ -257,13 +282,15 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 		return nil
 	})
 	if conflict != nil {
-		return conflict // nothing was written; the cache still holds
+		s.mu.RUnlock()
+		return nil, conflict // nothing was written; the cache still holds
 	}
 	if err != nil {
+		s.mu.RUnlock()
 		// Whether any of it reached the engine is not known here; forget
 		// the cache and read old entries back from now on.
 		clear(s.live)
-		return fmt.Errorf("embedded: commit: %w", err)
+		return nil, fmt.Errorf("embedded: commit: %w", err)
 	}
 	for i, r := range batch {
 		if r.Finished {
@@ -272,7 +299,18 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 			s.live[r.GID] = prep[i].index
 		}
 	}
-	return nil
+	return func() error {
+		defer s.mu.RUnlock()
+		if err := wait(); err != nil {
+			// The batch is applied but not known to be durable, and the
+			// cache describes it: forget the cache, as above.
+			s.commitMu.Lock()
+			clear(s.live)
+			s.commitMu.Unlock()
+			return fmt.Errorf("embedded: commit: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // checkVersions reads the stored record of every versioned record of batch
