@@ -43,6 +43,31 @@ func checkResult(t *testing.T, r Result, mode string) {
 	if r.TPS <= 0 {
 		t.Errorf("tps = %v, want > 0", r.TPS)
 	}
+	if r.Host.CPUs != runtime.NumCPU() || r.Host.Go != runtime.Version() || r.Host.OS == "" {
+		t.Errorf("host %+v: want this machine's CPU count, OS and Go release", r.Host)
+	}
+}
+
+func TestCPUModel(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	intel := write("intel", "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\nmodel name\t: other\n")
+	if got := cpuModel(intel); got != "Intel(R) Xeon(R) Processor" {
+		t.Errorf("cpuModel = %q, want the first model name", got)
+	}
+	arm := write("arm", "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")
+	if got := cpuModel(arm); got != "" {
+		t.Errorf("cpuModel without a model name = %q, want empty", got)
+	}
+	if got := cpuModel(filepath.Join(dir, "missing")); got != "" {
+		t.Errorf("cpuModel of a missing file = %q, want empty", got)
+	}
 }
 
 // buildConcord builds cmd/concord into dir, as the child coordinator.

@@ -10,12 +10,14 @@ import (
 func WriteText(w io.Writer, r Result) error {
 	_, err := fmt.Fprintf(w, `mode          %s, concurrency %d, %gs measured after %gs warm-up
 coordinator   %s
+host          %s
 transactions  %d succeeded, %d errors
 throughput    %.1f transactions/s
 latency (ms)  p50 %.2f   p90 %.2f   p99 %.2f   max %.2f
 %s`,
 		r.Mode, r.Concurrency, r.DurationS, r.WarmupS,
 		r.Coordinator,
+		describeHost(r.Host),
 		r.Count, r.Errors,
 		r.TPS,
 		r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs,
@@ -43,4 +45,12 @@ func resources(r Result) string {
 // WriteJSON prints r as one JSON object on one line.
 func WriteJSON(w io.Writer, r Result) error {
 	return json.NewEncoder(w).Encode(r)
+}
+
+func describeHost(h Host) string {
+	model := h.CPUModel
+	if model == "" {
+		model = "CPU model unknown"
+	}
+	return fmt.Sprintf("%d CPUs, %s, %s, %s", h.CPUs, model, h.OS, h.Go)
 }

@@ -25,6 +25,7 @@ type Result struct {
 	DurationS   float64 `json:"duration_s"` // measured period
 	WarmupS     float64 `json:"warmup_s"`
 	Coordinator string  `json:"coordinator"` // its URL
+	Host        Host    `json:"host"`        // where the bench ran
 
 	Count  int     `json:"count"`  // transactions that succeeded
 	Errors int     `json:"errors"` // calls that failed, or transactions that ended other than succeeded
@@ -207,6 +208,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res := Result{
 		Mode: cfg.Mode, Concurrency: cfg.Concurrency, Coordinator: base,
 		DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
+		Host: thisHost(),
 	}
 	var all []time.Duration
 	for i := range workers {
