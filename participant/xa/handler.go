@@ -31,6 +31,9 @@ type WorkFunc func(ctx context.Context, b participant.Branch, payload []byte, co
 //     is not what was asked, or not known, and the coordinator retries;
 //   - 400: a request without the branch headers or with another operation.
 //
+// A peer's state query (Concord-Op: state, from a participant running a
+// termination protocol) is answered by State: 200 with Concord-State.
+//
 // The same endpoint serves three-phase commit (client.NewThreePC):
 // can-commit answers 200 without touching the database (the work and its
 // vote happen at pre-commit), pre-commit is Prepare (XA PREPARE, PREPARE
@@ -48,6 +51,14 @@ func Handler(db *sql.DB, d Dialect, work WorkFunc) http.Handler {
 			return
 		}
 		switch b.Op {
+		case participant.OpState:
+			st, err := State(r.Context(), db, d, b)
+			if errors.Is(err, participant.ErrInvalidBranch) {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			participant.WriteState(w, st, err)
+			return
 		case participant.OpCanCommit:
 			err = nil
 		case participant.OpPrepare, participant.OpPreCommit:
@@ -87,8 +98,9 @@ func branchFromRequest(r *http.Request) (participant.Branch, error) {
 	}
 	switch b.Op {
 	case participant.OpPrepare, participant.OpCommit, participant.OpAbort,
-		participant.OpCanCommit, participant.OpPreCommit, participant.OpDoCommit:
+		participant.OpCanCommit, participant.OpPreCommit, participant.OpDoCommit,
+		participant.OpState:
 		return b, nil
 	}
-	return participant.Branch{}, fmt.Errorf("xa: operation %q is not prepare, commit, abort, can-commit, pre-commit or do-commit", b.Op)
+	return participant.Branch{}, fmt.Errorf("xa: operation %q is not prepare, commit, abort, can-commit, pre-commit, do-commit or state", b.Op)
 }

@@ -1,0 +1,148 @@
+package xa
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/concordtm/concord/participant"
+)
+
+// TestState asks about branches in every state, on both databases.
+func TestState(t *testing.T) {
+	forEach(t, func(t *testing.T, f *fixture) {
+		ask := func(b participant.Branch, mode string) participant.PeerState {
+			t.Helper()
+			b.Mode = mode
+			st, err := State(f.ctx, f.db, f.d, b)
+			if err != nil {
+				t.Fatalf("State(%s): %v", b.BranchID, err)
+			}
+			return st
+		}
+
+		// Never seen: aborted, durably; a prepare arriving later is refused.
+		late := f.branch("late")
+		if st := ask(late, "2pc"); st != participant.PeerAborted {
+			t.Fatalf("unknown branch: %s, want aborted", st)
+		}
+		if err := Prepare(f.ctx, f.db, f.d, late, f.insert(1, 1, nil)); !errors.Is(err, participant.ErrRejected) {
+			t.Fatalf("prepare after answering aborted: %v, want ErrRejected", err)
+		}
+
+		// Prepared: voted (2PC) or pre-committed (3PC), and still prepared
+		// afterwards: an answer is not a decision.
+		p2 := f.branch("p2")
+		if err := Prepare(f.ctx, f.db, f.d, p2, f.insert(2, 1, nil)); err != nil {
+			t.Fatal(err)
+		}
+		if st := ask(p2, "2pc"); st != participant.PeerVoted {
+			t.Fatalf("prepared 2PC branch: %s, want voted", st)
+		}
+		if !f.prepared(p2) {
+			t.Fatal("the state query ended the prepared branch")
+		}
+		p3 := f.branch("p3")
+		if err := Prepare(f.ctx, f.db, f.d, p3, f.insert(3, 1, nil)); err != nil {
+			t.Fatal(err)
+		}
+		if st := ask(p3, "3pc"); st != participant.PeerPreCommitted {
+			t.Fatalf("prepared 3PC branch: %s, want precommitted", st)
+		}
+
+		// Committed, after a state query had answered voted.
+		if err := Commit(f.ctx, f.db, f.d, p2); err != nil {
+			t.Fatalf("commit after a state query: %v", err)
+		}
+		if st := ask(p2, "2pc"); st != participant.PeerCommitted {
+			t.Fatalf("committed branch: %s, want committed", st)
+		}
+
+		// Rolled back.
+		if err := Abort(f.ctx, f.db, f.d, p3); err != nil {
+			t.Fatal(err)
+		}
+		if st := ask(p3, "3pc"); st != participant.PeerAborted {
+			t.Fatalf("aborted branch: %s, want aborted", st)
+		}
+		if n := f.rows(f.db); n != 1 {
+			t.Fatalf("%d rows applied, want 1 (p2's)", n)
+		}
+	})
+}
+
+// TestHandlerState: xa.Handler answers a state query with 200 and
+// Concord-State.
+func TestHandlerState(t *testing.T) {
+	forEach(t, func(t *testing.T, f *fixture) {
+		h := Handler(f.db, f.d, nil)
+		b := f.branch("s")
+		b.Op, b.Mode = participant.OpState, "3pc"
+		req := httptest.NewRequestWithContext(f.ctx, http.MethodPost, "/xa", strings.NewReader(""))
+		b.SetHeaders(req.Header)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || rec.Header().Get(participant.HeaderState) != string(participant.PeerAborted) {
+			t.Fatalf("state query: %d, %s %q; want 200 and aborted", rec.Code, participant.HeaderState, rec.Header().Get(participant.HeaderState))
+		}
+		if err := Prepare(f.ctx, f.db, f.d, b, f.insert(1, 1, nil)); !errors.Is(err, participant.ErrRejected) {
+			t.Fatalf("pre-commit after answering aborted: %v, want ErrRejected", err)
+		}
+	})
+}
+
+// TestStatePrepareRace runs state queries and prepares of the same
+// branches concurrently: an "aborted" answer must mean the prepare did not
+// succeed and never will, and a "voted" answer that the branch is prepared.
+func TestStatePrepareRace(t *testing.T) {
+	forEach(t, func(t *testing.T, f *fixture) {
+		const rounds = 12
+		for i := range rounds {
+			b := f.branch(fmt.Sprintf("r%d", i))
+			var wg sync.WaitGroup
+			var perr, serr error
+			var st participant.PeerState
+			start := make(chan struct{})
+			wg.Go(func() {
+				<-start
+				perr = Prepare(f.ctx, f.db, f.d, b, f.insert(i, 0, nil))
+			})
+			wg.Go(func() {
+				<-start
+				q := b
+				q.Mode = "2pc"
+				st, serr = State(f.ctx, f.db, f.d, q)
+			})
+			close(start)
+			wg.Wait()
+			if serr != nil {
+				t.Fatalf("round %d: State: %v", i, serr)
+			}
+			switch st {
+			case participant.PeerAborted:
+				if perr == nil || f.prepared(b) {
+					t.Fatalf("round %d: answered aborted, but the prepare succeeded (prepared %v)", i, f.prepared(b))
+				}
+				if err := Prepare(f.ctx, f.db, f.d, b, f.insert(i, 0, nil)); !errors.Is(err, participant.ErrRejected) {
+					t.Fatalf("round %d: prepare after answering aborted: %v, want ErrRejected", i, err)
+				}
+			case participant.PeerVoted:
+				if perr != nil || !f.prepared(b) {
+					t.Fatalf("round %d: answered voted, but prepare: %v (prepared %v)", i, perr, f.prepared(b))
+				}
+				if err := Abort(f.ctx, f.db, f.d, b); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				t.Fatalf("round %d: answer %s, want aborted or voted", i, st)
+			}
+		}
+		if n := f.rows(f.db); n != 0 {
+			t.Fatalf("%d rows applied, want 0", n)
+		}
+	})
+}
