@@ -13,10 +13,13 @@
 //	Commit(ctx, db, d, b)        // phase two, commit decision
 //	Abort(ctx, db, d, b)         // phase two, abort decision
 //	Recover(ctx, db, d)          // prepared branches, for an orphan scan
+//	State(ctx, db, d, b)         // a peer's state query (termination protocols)
 //
 // Handler also serves three-phase commit: can-commit is a 200, pre-commit
 // is Prepare, do-commit Commit, abort Abort; ThreePCTimeouts is the
-// pre-committed branches' decision timeout (commit on its own).
+// pre-committed branches' decision timeout (commit on its own). It answers
+// the state queries of peers that run a termination protocol with State;
+// XA branches do not ask their own.
 //
 // # Naming
 //
