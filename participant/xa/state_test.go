@@ -146,3 +146,27 @@ func TestStatePrepareRace(t *testing.T) {
 		}
 	})
 }
+
+// TestAskXAPeer: a participant running a termination protocol asks an XA
+// branch through participant.AskPeer over HTTP, as twophase does, and
+// learns the branch's commit.
+func TestAskXAPeer(t *testing.T) {
+	forEach(t, func(t *testing.T, f *fixture) {
+		srv := httptest.NewServer(Handler(f.db, f.d, nil))
+		defer srv.Close()
+		b := f.branch("x")
+		peer := participant.Peer{Branch: b.BranchID, URL: srv.URL}
+		if err := Prepare(f.ctx, f.db, f.d, b, f.insert(1, 1, nil)); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := participant.AskPeer(f.ctx, nil, b.GID, "2pc", peer); err != nil || st != participant.PeerVoted {
+			t.Fatalf("prepared: %s, %v; want voted", st, err)
+		}
+		if err := Commit(f.ctx, f.db, f.d, b); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := participant.AskPeer(f.ctx, nil, b.GID, "2pc", peer); err != nil || st != participant.PeerCommitted {
+			t.Fatalf("committed: %s, %v; want committed", st, err)
+		}
+	})
+}
