@@ -87,6 +87,11 @@ type Listener struct {
 	// Started is called once a new transaction is durably accepted,
 	// before any of its branch calls.
 	Started func(gid string, mode protocol.Mode)
+	// Resumed is called when this coordinator takes up an unfinished
+	// transaction it did not accept in this run: after a restart (how is
+	// "restart") or from a lapsed instance of a shared store ("takeover"),
+	// before the transaction's next branch call.
+	Resumed func(gid string, mode protocol.Mode, how string)
 	// Ended is called with Finished, naming the transaction.
 	Ended func(gid string, mode protocol.Mode, status protocol.Status)
 	// CallStart is called before every branch call. The context it

@@ -231,6 +231,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 			sem <- struct{}{}
 			go func(e *entry) {
 				defer func() { <-sem }()
+				c.resumed(e, "restart")
 				c.apply(e, protocol.Recover{Now: now()})
 			}(e)
 		}
@@ -269,6 +270,18 @@ func (c *Coordinator) Close() error {
 		}
 	}
 	return nil
+}
+
+// resumed tells the listener that e, not accepted in this run, is being
+// taken up again.
+func (c *Coordinator) resumed(e *entry, how string) {
+	if c.cfg.Listener.Resumed == nil {
+		return
+	}
+	e.mu.Lock()
+	gid, mode := e.txn.GID, e.txn.Mode
+	e.mu.Unlock()
+	c.cfg.Listener.Resumed(gid, mode, how)
 }
 
 // NewGID mints a unique, time-ordered global transaction id.

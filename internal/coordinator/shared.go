@@ -139,6 +139,7 @@ func (c *Coordinator) claimOnce() int {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
+			c.resumed(e, "takeover")
 			c.apply(e, protocol.Recover{Now: now()})
 		}()
 	}
@@ -206,6 +207,7 @@ func (c *Coordinator) adopt(ctx context.Context, gid string) (*entry, error) {
 	if rec.Owner != c.shared.Instance {
 		c.log.Info("took a transaction over", "gid", gid, "from", rec.Owner)
 	}
+	c.resumed(e, "takeover")
 	if _, err := c.apply(e, protocol.Recover{Now: now()}); err != nil && !errors.Is(err, protocol.ErrInvalidTransition) {
 		return nil, err
 	}

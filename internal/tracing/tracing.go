@@ -41,6 +41,9 @@ const (
 	AttrAttempt = attribute.Key("concord.attempt")
 	AttrOutcome = attribute.Key("concord.outcome")
 	AttrURL     = attribute.Key("url.full")
+	// AttrResumed is set on the transaction span of a transaction this
+	// coordinator took up again: "restart" or "takeover".
+	AttrResumed = attribute.Key("concord.resumed")
 )
 
 // Tracer records spans for a coordinator.
@@ -65,6 +68,7 @@ func New(tp trace.TracerProvider) *Tracer {
 func (t *Tracer) Listener() coordinator.Listener {
 	return coordinator.Listener{
 		Started:   t.started,
+		Resumed:   t.resumed,
 		Ended:     t.ended,
 		CallStart: t.callStart,
 		Alerted:   t.alerted,
@@ -78,9 +82,22 @@ func (t *Tracer) Decorate(ctx context.Context, h http.Header) {
 }
 
 func (t *Tracer) started(gid string, mode protocol.Mode) {
+	t.openSpan(gid, mode)
+}
+
+// resumed opens the transaction span of a transaction taken up again: it
+// covers the rest of the transaction, from the restart or takeover to the
+// final status, in a trace of its own (the first part's span, if any, was
+// another process's).
+func (t *Tracer) resumed(gid string, mode protocol.Mode, how string) {
+	t.openSpan(gid, mode, AttrResumed.String(how))
+}
+
+func (t *Tracer) openSpan(gid string, mode protocol.Mode, extra ...attribute.KeyValue) {
+	attrs := append([]attribute.KeyValue{AttrGID.String(gid), AttrMode.String(string(mode))}, extra...)
 	_, span := t.tracer.Start(context.Background(), "concord "+string(mode)+" transaction",
 		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(AttrGID.String(gid), AttrMode.String(string(mode))))
+		trace.WithAttributes(attrs...))
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.open) >= maxOpen {
@@ -99,7 +116,7 @@ func (t *Tracer) ended(gid string, _ protocol.Mode, status protocol.Status) {
 	delete(t.open, gid)
 	t.mu.Unlock()
 	if span == nil {
-		return // accepted before a restart, or by another instance
+		return // past maxOpen when it started
 	}
 	span.SetAttributes(AttrStatus.String(string(status)))
 	if status == protocol.StatusAborted {

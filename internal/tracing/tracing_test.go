@@ -6,7 +6,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -151,4 +153,76 @@ func keys(m map[string]sdktrace.ReadOnlySpan) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestResumedTrace: a transaction a restarted coordinator takes up gets a
+// transaction span (concord.resumed=restart) to which its later branch
+// calls belong, instead of root branch spans.
+func TestResumedTrace(t *testing.T) {
+	var healthy atomic.Bool
+	var calls atomic.Int32
+	participant := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		calls.Add(1)
+		if !healthy.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable) // unknown: retried
+		}
+	}))
+	defer participant.Close()
+
+	st := memstore.New()
+	first := coordinator.New(coordinator.Config{}, st)
+	if err := first.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := first.SubmitSaga(t.Context(), coordinator.SagaSpec{GID: "resumed", Branches: []protocol.Branch{
+		{ID: "pay", ForwardURL: participant.URL + "/pay", BackwardURL: participant.URL + "/refund"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); calls.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first coordinator never called the branch")
+		}
+	}
+	first.Close() // "crashes" with the saga unfinished
+
+	healthy.Store(true)
+	spans := tracetest.NewSpanRecorder()
+	tr := tracing.New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
+	second := coordinator.New(coordinator.Config{Listener: tr.Listener(), Caller: coordinator.NewDecoratedCaller(tr.Decorate)}, st)
+	if err := second.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if tx, err := second.Wait(t.Context(), "resumed"); err != nil || tx.Status != protocol.StatusSucceeded {
+		t.Fatalf("after the restart: %s %v", tx.Status, err)
+	}
+	second.Close()
+
+	var txSpan sdktrace.ReadOnlySpan
+	var calls2 []sdktrace.ReadOnlySpan
+	for _, s := range spans.Ended() {
+		switch {
+		case s.Name() == "concord saga transaction":
+			txSpan = s
+		case attr(s, "concord.op") == "action":
+			calls2 = append(calls2, s)
+		}
+	}
+	if txSpan == nil {
+		t.Fatalf("no transaction span for the resumed saga among %d spans", len(spans.Ended()))
+	}
+	if attr(txSpan, "concord.resumed") != "restart" || attr(txSpan, "concord.status") != "succeeded" || attr(txSpan, "concord.gid") != "resumed" {
+		t.Errorf("transaction span attributes %v", txSpan.Attributes())
+	}
+	if len(calls2) == 0 {
+		t.Fatal("no branch span after the restart")
+	}
+	for _, s := range calls2 {
+		if s.Parent().SpanID() != txSpan.SpanContext().SpanID() {
+			t.Errorf("branch span %s is not a child of the resumed transaction's span", s.Name())
+		}
+	}
 }
