@@ -19,9 +19,16 @@ import (
 //     the branch is prepared (XA PREPARE, PREPARE TRANSACTION) and waits
 //     for the decision;
 //   - participant.PeerAborted: the branch holds nothing and never will.
-//     A branch that has not prepared is aborted first, exactly as Abort
-//     records it, so a later Prepare (pre-commit) of it is refused: a
-//     branch that said "aborted" to a peer can never commit.
+//     In 3PC, a branch that has not pre-committed is aborted first,
+//     exactly as Abort records it, so a later pre-commit of it is
+//     refused: a branch that said "aborted" to a peer can never commit.
+//     In 2PC only a branch whose abort is already recorded (Abort ran) is
+//     answered so.
+//
+// A 2PC branch with no prepared transaction, no marker and no recorded
+// abort gets no answer (an error): it may have voted read-only, a yes that
+// leaves no trace here, and answering "aborted" would let the asker abort
+// while the coordinator commits. 3PC has no read-only vote.
 //
 // While another session is preparing b, State waits for it, as Abort
 // does; if ctx ends first it returns an error wrapping ErrInProgress, and
@@ -35,8 +42,9 @@ func State(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch) (pa
 	if err := checkBranch(db, d, b); err != nil {
 		return "", err
 	}
+	threePC := b.Mode == "3pc"
 	waiting := participant.PeerVoted
-	if b.Mode == "3pc" {
+	if threePC {
 		waiting = participant.PeerPreCommitted
 	}
 	xid := XID(b.GID, b.BranchID)
@@ -49,8 +57,8 @@ func State(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch) (pa
 		if prepared {
 			return waiting, nil
 		}
-		if !recorded {
-			// Not prepared (now): from here on no Prepare of b may
+		if threePC && !recorded {
+			// Not pre-committed (now): from here on no pre-commit of b may
 			// succeed, unless one already holds the branch, which the
 			// probe below finds.
 			if _, err := db.ExecContext(ctx, d.insertAbortSQL(), b.GID, b.BranchID); err != nil {
@@ -67,7 +75,17 @@ func State(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch) (pa
 		case branchCommitted:
 			return participant.PeerCommitted, nil
 		case branchIdle:
-			return participant.PeerAborted, nil
+			if threePC {
+				return participant.PeerAborted, nil
+			}
+			var aborts int
+			if err := db.QueryRowContext(ctx, d.countSQL(AbortTable), b.GID, b.BranchID).Scan(&aborts); err != nil {
+				return "", fmt.Errorf("xa: state of %s: abort check: %w", describe(b), err)
+			}
+			if aborts > 0 {
+				return participant.PeerAborted, nil
+			}
+			return "", fmt.Errorf("xa: state of %s: nothing prepared, committed or aborted here; the branch may have voted read-only, so there is no answer", describe(b))
 		}
 		// A Prepare of b holds it: it will prepare (the next round says
 		// so) or give up (then idle).

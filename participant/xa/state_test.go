@@ -1,6 +1,8 @@
 package xa
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,13 +27,34 @@ func TestState(t *testing.T) {
 			return st
 		}
 
-		// Never seen: aborted, durably; a prepare arriving later is refused.
+		// 3PC, never pre-committed: aborted, durably; a pre-commit
+		// arriving later is refused.
 		late := f.branch("late")
-		if st := ask(late, "2pc"); st != participant.PeerAborted {
-			t.Fatalf("unknown branch: %s, want aborted", st)
+		if st := ask(late, "3pc"); st != participant.PeerAborted {
+			t.Fatalf("unknown 3PC branch: %s, want aborted", st)
 		}
 		if err := Prepare(f.ctx, f.db, f.d, late, f.insert(1, 1, nil)); !errors.Is(err, participant.ErrRejected) {
 			t.Fatalf("prepare after answering aborted: %v, want ErrRejected", err)
+		}
+
+		// 2PC, no trace: it may have voted read-only (a yes), so no
+		// answer, and nothing recorded: its prepare still runs.
+		ro := f.branch("ro")
+		if err := Prepare(f.ctx, f.db, f.d, ro, func(context.Context, *sql.Conn) error { return participant.ErrReadOnly }); !errors.Is(err, participant.ErrReadOnly) {
+			t.Fatalf("read-only vote: %v", err)
+		}
+		if st, err := State(f.ctx, f.db, f.d, participant.Branch{GID: ro.GID, BranchID: ro.BranchID, Mode: "2pc"}); err == nil {
+			t.Fatalf("2PC branch that voted read-only answered %s; want no answer (it voted yes)", st)
+		}
+		unseen := f.branch("unseen")
+		if st, err := State(f.ctx, f.db, f.d, participant.Branch{GID: unseen.GID, BranchID: unseen.BranchID, Mode: "2pc"}); err == nil {
+			t.Fatalf("2PC branch with no trace answered %s; want no answer", st)
+		}
+		if err := Prepare(f.ctx, f.db, f.d, unseen, f.insert(4, 1, nil)); err != nil {
+			t.Fatalf("prepare after a 2PC state query without answer: %v", err)
+		}
+		if err := Abort(f.ctx, f.db, f.d, unseen); err != nil {
+			t.Fatal(err)
 		}
 
 		// Prepared: voted (2PC) or pre-committed (3PC), and still prepared
@@ -95,9 +118,10 @@ func TestHandlerState(t *testing.T) {
 	})
 }
 
-// TestStatePrepareRace runs state queries and prepares of the same
-// branches concurrently: an "aborted" answer must mean the prepare did not
-// succeed and never will, and a "voted" answer that the branch is prepared.
+// TestStatePrepareRace runs 3PC state queries and pre-commits of the same
+// branches concurrently: an "aborted" answer must mean the pre-commit did
+// not succeed and never will, and "precommitted" that the branch is
+// prepared.
 func TestStatePrepareRace(t *testing.T) {
 	forEach(t, func(t *testing.T, f *fixture) {
 		const rounds = 12
@@ -114,7 +138,7 @@ func TestStatePrepareRace(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				q := b
-				q.Mode = "2pc"
+				q.Mode = "3pc"
 				st, serr = State(f.ctx, f.db, f.d, q)
 			})
 			close(start)
@@ -130,15 +154,15 @@ func TestStatePrepareRace(t *testing.T) {
 				if err := Prepare(f.ctx, f.db, f.d, b, f.insert(i, 0, nil)); !errors.Is(err, participant.ErrRejected) {
 					t.Fatalf("round %d: prepare after answering aborted: %v, want ErrRejected", i, err)
 				}
-			case participant.PeerVoted:
+			case participant.PeerPreCommitted:
 				if perr != nil || !f.prepared(b) {
-					t.Fatalf("round %d: answered voted, but prepare: %v (prepared %v)", i, perr, f.prepared(b))
+					t.Fatalf("round %d: answered precommitted, but prepare: %v (prepared %v)", i, perr, f.prepared(b))
 				}
 				if err := Abort(f.ctx, f.db, f.d, b); err != nil {
 					t.Fatal(err)
 				}
 			default:
-				t.Fatalf("round %d: answer %s, want aborted or voted", i, st)
+				t.Fatalf("round %d: answer %s, want aborted or precommitted", i, st)
 			}
 		}
 		if n := f.rows(f.db); n != 0 {
