@@ -280,3 +280,27 @@ func MetaNextVersion(key string, expected, stored int64) (int64, error) {
 	}
 	return stored + 1, nil
 }
+
+// MetaRows is what ScanMeta needs of a query's result: database/sql's
+// *sql.Rows and pgx's Rows both have it.
+type MetaRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanMeta reads rows of (key, version, value), the key as bytes, into
+// entries: the shared tail of the SQL stores' ListMeta.
+func ScanMeta(rows MetaRows) ([]MetaEntry, error) {
+	var out []MetaEntry
+	for rows.Next() {
+		var k []byte
+		var e MetaEntry
+		if err := rows.Scan(&k, &e.Version, &e.Value); err != nil {
+			return nil, err
+		}
+		e.Key = string(k)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

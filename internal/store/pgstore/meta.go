@@ -119,17 +119,8 @@ func (s *Store) ListMeta(ctx context.Context, prefix string) ([]store.MetaEntry,
 		return nil, s.fail("list metadata", err)
 	}
 	defer rows.Close()
-	var out []store.MetaEntry
-	for rows.Next() {
-		var k []byte
-		var e store.MetaEntry
-		if err := rows.Scan(&k, &e.Version, &e.Value); err != nil {
-			return nil, s.fail("list metadata", err)
-		}
-		e.Key = string(k)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := store.ScanMeta(rows)
+	if err != nil {
 		return nil, s.fail("list metadata", err)
 	}
 	return out, nil
