@@ -76,8 +76,8 @@ func Commit(ctx context.Context, db *sql.DB, d Dialect, b participant.Branch) er
 	}
 }
 
-// newBackoff returns a function that waits before the next attempt to end
-// a branch another session holds: 1ms, doubling up to 100ms, or until ctx
+// newBackoff returns a function that waits before the next attempt at a
+// branch another session holds: 1ms, doubling up to 100ms, or until ctx
 // is done (then it returns ctx's error).
 func newBackoff() func(ctx context.Context) error {
 	d := time.Millisecond
@@ -97,8 +97,8 @@ func newBackoff() func(ctx context.Context) error {
 	}
 }
 
-// testHookWaits, when set by a test, runs each time Commit or Abort is
-// about to wait for another session.
+// testHookWaits, when set by a test, runs each time Commit, Abort, State
+// or Prepare is about to wait for another session.
 var testHookWaits func()
 
 // Abort runs the second phase of branch b after an abort decision (or a

@@ -230,26 +230,18 @@ func (d Dialect) start(ctx context.Context, conn *sql.Conn, xidSQL, xid string) 
 		return false, err
 	}
 	// Abort's probe takes the same lock for an instant (see probe), so a
-	// refusal may be that probe, not a concurrent Prepare: try again a few
-	// times, for about 15 ms in all, before reporting the branch busy. A
-	// failed try does not abort the transaction.
+	// refusal may be that probe, not a concurrent Prepare: try again after
+	// 1, 2, 4 and 8 ms before reporting the branch busy. A failed try
+	// does not abort the transaction.
 	var locked bool
 	var err error
-	for pause := time.Duration(0); ; pause = max(2*pause, time.Millisecond) {
-		if pause > 0 {
-			t := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-				err = ctx.Err()
-			case <-t.C:
-			}
-			t.Stop()
-			if err != nil {
-				break
-			}
-		}
+	wait := newBackoff()
+	for tries := 1; ; tries++ {
 		err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", lockKey(xid)).Scan(&locked)
-		if err != nil || locked || pause >= 8*time.Millisecond {
+		if err != nil || locked || tries == 5 {
+			break
+		}
+		if err = wait(ctx); err != nil {
 			break
 		}
 	}
