@@ -36,7 +36,7 @@ func encode(t *protocol.Txn) (store.Record, error) {
 // arbitrary bytes.
 func decode(data []byte) (protocol.Txn, error) {
 	var t protocol.Txn
-	if len(data) > 0 && data[0] == recordBinary {
+	if len(data) > 0 && (data[0] == recordBinary || data[0] == recordBinaryV2) {
 		var err error
 		if t, err = decodeBinary(data); err != nil {
 			return protocol.Txn{}, fmt.Errorf("%w: %v", store.ErrCorrupt, err)

@@ -8,9 +8,10 @@ import (
 	"github.com/concordtm/concord/internal/protocol"
 )
 
-// The binary record format (record version 2). Version 1 was JSON, which
-// always starts with '{'; a version-2 record starts with the byte 2. Both
-// are read; only version 2 is written. It is about a third of the JSON's
+// The binary record format (record version 3). Version 1 was JSON, which
+// always starts with '{'; a binary record starts with its version byte.
+// Version 2 is version 3 without the op flags. All three are read; only
+// version 3 is written. It is about a third of the JSON's
 // size and ten times cheaper to write, which matters because every
 // persisted step rewrites the whole transaction (docs/performance.md).
 //
@@ -28,18 +29,24 @@ import (
 //	         str(BackwardURL) str(Payload) list(str After) str(MidOp)
 //	         op(Fwd) op(Mid) op(Bwd) list(attempt History)
 //	op:      str(Status) int(Attempts) int(Tries) int(NextAt) str(Error)
+//	         int(opflags)   (version 3; 1 Unsure)
 //	attempt: str(Op) int(Number) int(Started) int(Duration) str(Outcome)
 //	         str(Error)
 //
 // A field added to protocol.Txn must be added here, at the end of its
 // struct's part, with a new record version if old records cannot be read
 // as having it zero; TestBinaryCodecCoversEveryField fails until it is.
-const recordBinary = 2
+const (
+	recordBinaryV2 = 2
+	recordBinary   = 3
+)
 
 const (
 	flagConcurrent = 1 << iota
 	flagMaybeAhead
 )
+
+const opFlagUnsure = 1
 
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -53,7 +60,12 @@ func appendOp(b []byte, o *protocol.OpState) []byte {
 	b = appendInt(b, int64(o.Attempts))
 	b = appendInt(b, int64(o.Tries))
 	b = appendInt(b, o.NextAt)
-	return appendStr(b, o.Error)
+	b = appendStr(b, o.Error)
+	var flags int64
+	if o.Unsure {
+		flags |= opFlagUnsure
+	}
+	return appendInt(b, flags)
 }
 
 // encodeBinary appends t in the binary format to b.
@@ -111,8 +123,9 @@ var errShort = errors.New("truncated or malformed binary record")
 // binReader reads the binary format; the first error sticks and every
 // later read returns zero values.
 type binReader struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	version byte
 }
 
 func (r *binReader) fail() { r.err, r.b = errShort, nil }
@@ -184,16 +197,24 @@ func (r *binReader) count(min int) int {
 }
 
 func (r *binReader) op() protocol.OpState {
-	return protocol.OpState{Status: protocol.OpStatus(r.str()), Attempts: r.small(), Tries: r.small(), NextAt: r.int(), Error: r.str()}
+	o := protocol.OpState{Status: protocol.OpStatus(r.str()), Attempts: r.small(), Tries: r.small(), NextAt: r.int(), Error: r.str()}
+	if r.version >= recordBinary {
+		flags := r.int()
+		if flags&^opFlagUnsure != 0 {
+			r.fail()
+		}
+		o.Unsure = flags&opFlagUnsure != 0
+	}
+	return o
 }
 
 // decodeBinary reads a record written by encodeBinary. It does not check
 // the content (decode does).
 func decodeBinary(data []byte) (protocol.Txn, error) {
-	if len(data) == 0 || data[0] != recordBinary {
+	if len(data) == 0 || (data[0] != recordBinary && data[0] != recordBinaryV2) {
 		return protocol.Txn{}, errShort
 	}
-	r := &binReader{b: data[1:]}
+	r := &binReader{b: data[1:], version: data[0]}
 	var t protocol.Txn
 	t.GID = r.str()
 	t.Mode = protocol.Mode(r.str())

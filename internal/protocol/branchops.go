@@ -82,6 +82,8 @@ func ApplyOutcome(t *Txn, b *Branch, op *OpState, r Result, rejectable bool) {
 	default:
 		if r.Outcome == OutcomeRejected {
 			op.Error = "refused an operation that must not refuse: " + r.Error
+		} else {
+			op.Unsure = true
 		}
 		if op.Tries >= t.Options.MaxAttempts || t.TotalAttempts >= t.Options.MaxTotalAttempts {
 			op.Status = OpFailed
@@ -102,6 +104,7 @@ func LoseInflight(t *Txn, now int64) bool {
 				op.Status = OpRetrying
 				op.NextAt = now
 				op.Error = "coordinator restarted while the call was in flight"
+				op.Unsure = true
 				lost = true
 			}
 		}

@@ -73,6 +73,9 @@ func fmtOp(o p.OpState) string {
 	if o.Status == p.OpRetrying {
 		s += "@" + fmtTime(o.NextAt)
 	}
+	if o.Unsure {
+		s += "?" // some call's outcome was unknown
+	}
 	return s
 }
 

@@ -97,6 +97,13 @@ type OpState struct {
 	Tries    int      `json:"tries,omitempty"`    // calls since the last operator retry
 	NextAt   int64    `json:"next_at,omitempty"`  // when Status is OpRetrying
 	Error    string   `json:"error,omitempty"`    // last error
+	// Unsure: some call of this operation had an unknown outcome (a
+	// timeout, a dropped connection, a 5xx, or a call lost in a restart).
+	// That call may still land, so a later definite refusal does not prove
+	// the operation never took effect: a rejected saga action that is
+	// unsure is compensated, and a 2PC/3PC branch whose vote was unsure is
+	// sent the abort.
+	Unsure bool `json:"unsure,omitempty"`
 }
 
 // Attempt is one call in a branch's history.

@@ -43,6 +43,13 @@ var Machine = &p.Machine{Mode: p.ModeSaga, Table: []p.Transition{
 	{From: stuck, On: p.EvTick, To: stuck, Do: func(_ *p.Txn, _ p.Event, fx *p.Effects) error { fx.Unchanged(); return nil }},
 }}
 
+// CompensateUnsure is the rule that a rejected action whose earlier call
+// had an unknown outcome is compensated (see backward). It is a variable
+// only so that the simulator and the property test can show what breaks
+// without it (concord explore -unsafe-rule saga-skip-unsure); nothing else
+// may turn it off.
+var CompensateUnsure = true
+
 // Step applies ev to t. See protocol.Machine.Step.
 func Step(t p.Txn, ev p.Event) (p.Txn, []p.Effect, error) { return Machine.Step(t, ev) }
 
@@ -168,8 +175,14 @@ func recoverStep(t *p.Txn, ev p.Event, fx *p.Effects) error {
 	now := ev.At()
 	p.LoseInflight(t, now)
 	// Deferred steps (see result) may have called actions this state
-	// shows as idle.
+	// shows as idle: such a call's outcome is unknown, and it may land
+	// after a later attempt is refused.
 	t.MaybeAhead = true
+	for i := range t.Branches {
+		if f := &t.Branches[i].Fwd; f.Status == p.OpIdle {
+			f.Unsure = true
+		}
+	}
 	if t.Status == p.StatusRunning && t.Deadline > 0 && now >= t.Deadline {
 		p.Decide(t, p.StatusCompensating, now, "deadline exceeded")
 	}
@@ -258,8 +271,14 @@ func forward(t *p.Txn, now int64, fx *p.Effects) {
 
 // backward compensates, in reverse dependency order, every branch whose
 // action may have run. A branch whose action is still in flight is waited
-// for (the call is bounded by the branch timeout); one whose action was
-// rejected, or never started, needs no compensation. After a restart
+// for (the call is bounded by the branch timeout). A branch whose action
+// never started needs no compensation, and neither does one whose action
+// was rejected with no earlier call of unknown outcome: the participant's
+// "no" is the only call it ever got. A rejected action that is Unsure (an
+// earlier call timed out, failed or was lost in a restart) is compensated:
+// that earlier call may still be running and land after the refusal, and
+// only a compensation undoes it (or, if it has not landed, the barrier's
+// null compensation makes it refuse when it does). After a restart
 // (MaybeAhead) an idle action may have been called before it, so it is
 // compensated too.
 func backward(t *p.Txn, now int64, fx *p.Effects) {
@@ -275,7 +294,9 @@ func backward(t *p.Txn, now int64, fx *p.Effects) {
 				b.Bwd.Status = p.OpSkipped
 			}
 		case p.OpRejected:
-			b.Bwd.Status = p.OpSkipped
+			if !b.Fwd.Unsure || !CompensateUnsure {
+				b.Bwd.Status = p.OpSkipped
+			}
 		case p.OpRetrying:
 			// Give up the forward retry: it may have happened, so compensate.
 			b.Fwd.Status = p.OpFailed

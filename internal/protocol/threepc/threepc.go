@@ -302,8 +302,9 @@ func phase3(t *p.Txn, fx *p.Effects) {
 
 // abort decides abort and ends the transaction in the same step. Abort goes
 // out once to every branch that may be waiting: it said it can commit, or
-// its can-commit is in flight or unknown (after the pre-commit phase began
-// that is every branch). No answer is awaited. From the pre-commit phase
+// its can-commit is in flight or unknown, or it said no after an earlier
+// can-commit of unknown outcome (after the pre-commit phase began that is
+// every branch). No answer is awaited. From the pre-commit phase
 // this write is forced, unlike 2PC's presumed abort: without it a restart
 // would resume the pre-commit phase and could commit what some
 // participants were told to abort.
@@ -319,8 +320,7 @@ func abort(t *p.Txn, now int64, reason string, fx *p.Effects) {
 				op.Status, op.NextAt = p.OpFailed, 0
 			}
 		}
-		switch b.Fwd.Status {
-		case p.OpIdle, p.OpRejected:
+		if b.Fwd.Status == p.OpIdle || b.Fwd.Status == p.OpRejected && !b.Fwd.Unsure {
 			b.Bwd.Status = p.OpSkipped
 			continue
 		}

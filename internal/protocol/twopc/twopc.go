@@ -244,9 +244,11 @@ func phase2(t *p.Txn, fx *p.Effects) {
 
 // abort decides abort (presumed abort) and ends the transaction in the
 // same step. Abort goes out once to every branch that may have prepared:
-// it voted yes, or its prepare is in flight or its outcome unknown. A
-// branch that voted no or read-only, or whose prepare never started, holds
-// nothing to release. No answer is awaited: a participant that misses the
+// it voted yes, or its prepare is in flight or its outcome unknown, or it
+// voted no after an earlier prepare of unknown outcome (Unsure: that
+// prepare may still land and hold locks). A branch whose only prepare was
+// answered no or read-only, or whose prepare never started, holds nothing
+// to release. No answer is awaited: a participant that misses the
 // abort asks the coordinator and is told abort.
 func abort(t *p.Txn, now int64, reason string, fx *p.Effects) {
 	p.Decide(t, p.StatusAborted, now, reason)
@@ -256,11 +258,11 @@ func abort(t *p.Txn, now int64, reason string, fx *p.Effects) {
 		if b.Bwd.Status != p.OpIdle {
 			continue // read-only
 		}
-		switch b.Fwd.Status {
-		case p.OpIdle, p.OpRejected:
+		switch {
+		case b.Fwd.Status == p.OpIdle, b.Fwd.Status == p.OpRejected && !b.Fwd.Unsure:
 			b.Bwd.Status = p.OpSkipped
 			continue
-		case p.OpRetrying:
+		case b.Fwd.Status == p.OpRetrying:
 			// Give the prepare up: it may have happened, so abort it.
 			b.Fwd.Status, b.Fwd.NextAt = p.OpFailed, 0
 		}
