@@ -300,7 +300,27 @@ func (c *Coordinator) entryFor(ctx context.Context, gid string) (*entry, error) 
 }
 
 // do delivers an API event to gid's transaction.
+//
+// On a shared store, this instance's copy may be stale: another instance
+// took the transaction over since. The fenced write then fails, nothing of
+// the step took effect (no call went out, no waiter saw it), and this
+// instance lets the transaction go (ErrMoved). do then takes it over again
+// from the store and applies the event to the current state, so the
+// caller does not see the move; only a transaction that keeps moving
+// (movedRetries times in a row) returns ErrMoved, which is retryable.
 func (c *Coordinator) do(ctx context.Context, gid string, mode protocol.Mode, ev protocol.Event) (protocol.Txn, error) {
+	for try := 0; ; try++ {
+		t, err := c.doOnce(ctx, gid, mode, ev)
+		if !errors.Is(err, ErrMoved) || c.shared == nil || try+1 >= movedRetries || ctx.Err() != nil {
+			return t, err
+		}
+	}
+}
+
+// movedRetries bounds do's takeovers of a transaction that keeps moving.
+const movedRetries = 3
+
+func (c *Coordinator) doOnce(ctx context.Context, gid string, mode protocol.Mode, ev protocol.Event) (protocol.Txn, error) {
 	e, err := c.entryFor(ctx, gid)
 	if err != nil {
 		return protocol.Txn{}, err
