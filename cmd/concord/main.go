@@ -8,6 +8,7 @@
 //	concord demo                     the shop example, end to end
 //	concord bench [flags]            measure throughput and latency
 //	concord explore [flags]          model-check a commit protocol under faults
+//	concord version                  the build: module version, commit, Go release
 package main
 
 import (
@@ -28,16 +29,18 @@ commands:
   demo     run the shop example end to end on the embedded store
   bench    measure sagas/s and latency against a real coordinator
   explore  model-check 2pc, 3pc, saga or tcc under crashes, partitions, lost messages
+  version  print the build: module version, commit and Go release
+
+concord <command> -h lists a command's flags.
 `
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], cli.DefaultEnv()))
 }
 
-func run(args []string) int {
-	env := cli.DefaultEnv()
+func run(args []string, env cli.Env) int {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(env.Stderr, usage)
 		return 2
 	}
 	var err error
@@ -56,17 +59,20 @@ func run(args []string) int {
 		err = cli.Bench(args[1:], env)
 	case "explore":
 		err = cli.Explore(args[1:], env)
-	case "help", "-h", "--help":
-		fmt.Fprint(os.Stdout, usage)
+	case "version", "-version", "--version":
+		err = cli.Version(args[1:], env)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(env.Stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "concord: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(env.Stderr, "concord: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	if err == nil {
+	switch {
+	case err == nil, errors.Is(err, cli.ErrHelp):
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "concord %s: %v\n", args[0], err)
+	fmt.Fprintf(env.Stderr, "concord %s: %v\n", args[0], err)
 	if errors.Is(err, cli.ErrUsage) {
 		return 2
 	}

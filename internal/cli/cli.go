@@ -3,16 +3,22 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
 )
 
 // ErrUsage marks a command-line mistake; main exits with status 2.
 var ErrUsage = errors.New("usage")
+
+// ErrHelp means -h or -help was asked for and the usage was printed on
+// stdout; main exits with status 0 and prints nothing more.
+var ErrHelp = flag.ErrHelp
 
 // usageError formats a usage problem.
 func usageError(format string, args ...any) error {
@@ -28,10 +34,43 @@ type Env struct {
 // DefaultEnv is the process's own environment.
 func DefaultEnv() Env { return Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv} }
 
+// flagOut holds what a flag set printed while parsing until the outcome
+// says where it goes: stdout for -h (asked for), stderr for a mistake.
+type flagOut struct {
+	bytes.Buffer
+	env Env
+}
+
+var flagOuts sync.Map // *flag.FlagSet → *flagOut
+
 func newFlags(name string, env Env) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	out := &flagOut{env: env}
+	fs.SetOutput(out)
+	flagOuts.Store(fs, out)
 	return fs
+}
+
+// parsed routes what fs printed while parsing and classifies err: nil, the
+// help that was asked for (ErrHelp), or a usage error. Later output of fs
+// (fs.PrintDefaults) goes to stderr.
+func parsed(fs *flag.FlagSet, err error) error {
+	if v, ok := flagOuts.LoadAndDelete(fs); ok {
+		out := v.(*flagOut)
+		w := out.env.Stderr
+		if errors.Is(err, flag.ErrHelp) {
+			w = out.env.Stdout
+		}
+		_, _ = out.WriteTo(w)
+		fs.SetOutput(out.env.Stderr)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		return ErrHelp
+	}
+	return usageError("%s: %v", fs.Name(), err)
 }
 
 // parse parses flags, turning flag errors into usage errors. Flags may
@@ -67,11 +106,5 @@ func parse(fs *flag.FlagSet, args []string) error {
 		}
 	}
 	args = append(append(flags, "--"), pos...)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return usageError("%s: help requested", fs.Name())
-		}
-		return usageError("%s: %v", fs.Name(), err)
-	}
-	return nil
+	return parsed(fs, fs.Parse(args))
 }

@@ -17,8 +17,8 @@ import (
 func Serve(args []string, env Env) error {
 	fs := newFlags("serve", env)
 	cfg, err := config.Load(fs, args, env.Getenv)
-	if err != nil {
-		return usageError("serve: %v", err)
+	if err := parsed(fs, err); err != nil {
+		return err
 	}
 	// The coordinator's live heap is small (about 7 MB under load) and
 	// short-lived garbage dominates, so it collects less often than Go's

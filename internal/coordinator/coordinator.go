@@ -554,7 +554,7 @@ func (c *Coordinator) startCall(gid string, mode protocol.Mode, call protocol.Ca
 
 func (c *Coordinator) raise(t protocol.Txn, a protocol.Alert) {
 	al := Alert{Kind: a.Kind, GID: t.GID, Mode: string(t.Mode), Message: a.Message, At: time.Now().UTC()}
-	c.log.Warn("ALERT "+a.Kind, "gid", t.GID, "mode", t.Mode, "msg", a.Message)
+	c.log.Warn("ALERT "+a.Kind, "gid", t.GID, "mode", t.Mode, "detail", a.Message)
 	if c.cfg.Listener.Alerted != nil {
 		c.cfg.Listener.Alerted(al)
 	}

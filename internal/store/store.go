@@ -158,6 +158,9 @@ type Leaser interface {
 // to run from several processes at once.
 type Migrator interface {
 	Migrate(ctx context.Context) error
+	// HasSchema reports whether the schema (or key layout stamp) is
+	// there already, of whatever version, without changing anything.
+	HasSchema(ctx context.Context) (bool, error)
 }
 
 // AsyncCommitter is an optional capability: a store whose Commit can be

@@ -2,8 +2,12 @@ package mysqlstore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // schemaVersion is the version of the tables this build reads and writes.
@@ -73,4 +77,21 @@ func (s *Store) Drop(ctx context.Context) error {
 		return s.fail("drop", err)
 	}
 	return nil
+}
+
+// HasSchema reports whether the schema table exists with its row.
+func (s *Store) HasSchema(ctx context.Context) (bool, error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	var v int
+	err := s.db.QueryRowContext(ctx, "SELECT version FROM "+s.t.schema+" WHERE id = 1").Scan(&v)
+	var me *mysql.MySQLError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, sql.ErrNoRows), errors.As(err, &me) && me.Number == 1146:
+		return false, nil
+	}
+	return false, s.fail("schema", err)
 }

@@ -91,6 +91,23 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
+// HasSchema reports whether the schema table exists with its row.
+func (s *Store) HasSchema(ctx context.Context) (bool, error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	var v int
+	err := s.pool.QueryRow(ctx, "SELECT version FROM "+s.q.schema+" WHERE id = 1").Scan(&v)
+	var pe *pgconn.PgError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000"):
+		return false, nil
+	}
+	return false, s.fail("schema", err)
+}
+
 func (s *Store) migrateOnce(ctx context.Context) error {
 	for _, stmt := range s.ddl() {
 		if _, err := s.pool.Exec(ctx, stmt); err != nil {

@@ -352,6 +352,18 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
+// HasSchema reports whether the namespace carries a key layout stamp.
+func (s *Store) HasSchema(ctx context.Context) (bool, error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	n, err := s.rdb.Exists(ctx, s.p+"schema").Result()
+	if err != nil {
+		return false, s.fail("schema", err)
+	}
+	return n > 0, nil
+}
+
 // Drop deletes every key of the namespace (SCAN and DEL; on a single
 // server). Tests use it to clean up.
 func (s *Store) Drop(ctx context.Context) error {
