@@ -93,7 +93,7 @@ func TestBadInput(t *testing.T) {
 		{"relative URL", "SubmitSaga", saga(branch("/just/a/path", u)), 400, "invalid_argument", []string{"/just/a/path"}},
 		{"too many branches", "SubmitSaga", saga(good, good, good, good), 400, "invalid_argument", []string{"4 given", "at most 3"}},
 		{"oversize payload", "SubmitSaga", saga(fmt.Sprintf(`{"action":%q,"compensate":%q,"payload":%q}`, a, u, big)), 400, "invalid_argument", []string{"101 bytes", "at most 100"}},
-		{"request body too large", "SubmitSaga", `{"gid":"` + strings.Repeat("g", 5000) + `"}`, 429, "resource_exhausted", []string{"4096"}},
+		{"request body too large", "SubmitSaga", `{"gid":"` + strings.Repeat("g", 5000) + `"}`, 413, "resource_exhausted", []string{"4096"}},
 		{"bad gid characters", "SubmitSaga", `{"gid":"order 42/x",` + saga(good)[1:], 400, "invalid_argument", []string{"gid", "order 42/x", "letters, digits"}},
 		{"gid too long", "SubmitSaga", `{"gid":"` + strings.Repeat("g", 129) + `",` + saga(good)[1:], 400, "invalid_argument", []string{"gid", "129 bytes"}},
 		{"bad branch id", "SubmitSaga", saga(fmt.Sprintf(`{"id":"a/b","action":%q,"compensate":%q}`, a, u)), 400, "invalid_argument", []string{"branches[0].id", "a/b"}},

@@ -88,6 +88,11 @@ type Coordinator struct {
 	// committer or added to calls once Close has begun waiting for them.
 	stopping sync.RWMutex
 	stopped  bool
+
+	// Health's last probe of the store, reused for a second.
+	healthMu  sync.Mutex
+	healthAt  time.Time
+	healthErr error
 }
 
 // entry is one live (unfinished) transaction.

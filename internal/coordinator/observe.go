@@ -2,11 +2,13 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/concordtm/concord/internal/protocol"
+	"github.com/concordtm/concord/internal/store"
 )
 
 // Stats is a snapshot of the coordinator's live work, for gauges.
@@ -225,4 +227,30 @@ func (c *Coordinator) inDoubtLoop() {
 		}
 		alerted = seen
 	}
+}
+
+// healthGID is the gid Health reads: no transaction has it (the API
+// refuses gids with spaces), so a healthy store answers "not found".
+const healthGID = "concord health probe"
+
+// Health reports whether the store answers: it reads one record (that
+// does not exist) with a short deadline. A result is reused for a second,
+// so that frequent probes from load balancers cost the store little.
+func (c *Coordinator) Health(ctx context.Context) error {
+	c.healthMu.Lock()
+	defer c.healthMu.Unlock()
+	if !c.healthAt.IsZero() && time.Since(c.healthAt) < time.Second {
+		return c.healthErr
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := c.store.Get(ctx, healthGID)
+	if errors.Is(err, store.ErrNotFound) {
+		err = nil
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: store: %v", ErrUnavailable, err)
+	}
+	c.healthAt, c.healthErr = time.Now(), err
+	return err
 }

@@ -14,7 +14,8 @@ import (
 func msDuration(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
 
 // Handler returns the HTTP handler serving the API (gRPC, gRPC-Web and
-// Connect/JSON on the same paths) and /healthz. With a non-empty token,
+// Connect/JSON on the same paths), the health endpoints (see health.go)
+// and gRPC reflection. With a non-empty token,
 // every API call must carry "Authorization: Bearer <token>".
 func Handler(svc *Service, token string) http.Handler {
 	mux := http.NewServeMux()
@@ -27,9 +28,7 @@ func Handler(svc *Service, token string) http.Handler {
 		connect.WithCompressMinBytes(4096),
 	)
 	mux.Handle(path, requireToken(token, h))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
+	svc.health.register(mux, token)
 	return mux
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,12 +82,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		MaxBranches: cfg.MaxBranches, MaxPayloadBytes: cfg.MaxPayloadBytes,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxWait: cfg.MaxWait,
 	}).WithAuditLog(log)
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		// Loaded before listening, so that a missing or bad file fails
+		// the start instead of every handshake.
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("%w: tls: %v", ErrStartup, err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
+	if cfg.Token == "" && !loopbackOnly(ln.Addr()) {
+		log.Warn("listening beyond loopback without -token: anyone who can reach "+ln.Addr().String()+
+			" can submit, retry and abort transactions; set -token (and -tls-cert) or listen on 127.0.0.1", "addr", ln.Addr().String())
+	}
 	srv := &http.Server{
-		Handler:           ops.handler(Handler(svc, cfg.Token), cfg.Token),
+		Handler:           jsonErrors(ops.handler(Handler(svc, cfg.Token), cfg.Token), int64(svc.limits.MaxRequestBytes)),
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -98,8 +114,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 
 	errc := make(chan error, 1)
 	go func() {
-		if cfg.TLSCert != "" {
-			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		if tlsConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "")
 		} else {
 			errc <- srv.Serve(ln)
 		}
@@ -116,9 +132,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		}
 	case <-ctx.Done():
 	}
+	svc.Drain()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutCtx)
 	log.Info("concord stopped")
 	return nil
+}
+
+// loopbackOnly reports whether addr accepts connections from this host
+// only.
+func loopbackOnly(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

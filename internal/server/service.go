@@ -27,14 +27,21 @@ type Service struct {
 	coord  *coordinator.Coordinator
 	limits Limits
 	audit  *slog.Logger // operator actions; nil: none (see WithAuditLog)
+	health *health
 }
 
 var _ concordv1connect.CoordinatorServiceHandler = (*Service)(nil)
 
 // NewService wraps a coordinator.
 func NewService(c *coordinator.Coordinator, l Limits) *Service {
-	return &Service{coord: c, limits: l.withDefaults()}
+	s := &Service{coord: c, limits: l.withDefaults()}
+	s.health = &health{svc: s}
+	return s
 }
+
+// Drain makes /readyz and the gRPC health service answer "not serving",
+// so that load balancers stop sending work before the server stops.
+func (s *Service) Drain() { s.health.draining.Store(true) }
 
 func invalid(err error) error { return connect.NewError(connect.CodeInvalidArgument, err) }
 
