@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // DefaultBarrierTable is the barrier table's name unless WithBarrierTable
@@ -158,6 +159,19 @@ func (br *Barrier) Do(ctx context.Context, b Branch, fn func(ctx context.Context
 	return nil
 }
 
+// ErrNoBarrierTable is wrapped by Do when the barrier table does not exist:
+// the service never called Barrier.CreateTable. The operation did not run;
+// the coordinator retries it (it answers 500) until the table is created,
+// and its history shows this message.
+var ErrNoBarrierTable = errors.New("participant: the barrier table does not exist")
+
+// missingTable recognizes the "no such table" errors of PostgreSQL
+// (SQLSTATE 42P01), MySQL/MariaDB (1146) and SQLite, whatever the driver.
+func missingTable(err error) bool {
+	m := err.Error()
+	return strings.Contains(m, "42P01") || strings.Contains(m, "Error 1146") || strings.Contains(m, "no such table")
+}
+
 // ErrOutcomeUnknown is wrapped by Do (and DoMessage) when the local
 // transaction's commit failed in a way that leaves its outcome unknown (the
 // connection broke during COMMIT). The work may have committed; never
@@ -211,6 +225,9 @@ func (br *Barrier) enter(ctx context.Context, tx *sql.Tx, b Branch) (run bool, e
 func (br *Barrier) insert(ctx context.Context, tx *sql.Tx, b Branch, op, reason Op) (bool, error) {
 	res, err := tx.ExecContext(ctx, br.insertQuery, b.GID, b.BranchID, string(op), string(reason))
 	if err != nil {
+		if missingTable(err) {
+			return false, fmt.Errorf("%w: %q (call Barrier.CreateTable once at start): %s: %w", ErrNoBarrierTable, br.table, describe(b), err)
+		}
 		return false, fmt.Errorf("participant: barrier %s: insert %s row: %w", describe(b), op, err)
 	}
 	n, err := res.RowsAffected()

@@ -530,3 +530,25 @@ func TestNewBarrier(t *testing.T) {
 		t.Error("NewBarrier accepted dialect 0")
 	}
 }
+
+// A service that forgot Barrier.CreateTable gets an error that says so, on
+// every backend (it answers 500, and the coordinator's history shows it),
+// and fn does not run.
+func TestBarrierMissingTable(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			db := be.open(t)
+			table := testenv.UniqueName(t, "cbt_missing")
+			br, err := NewBarrier(db, be.dialect, WithBarrierTable(table))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ran := false
+			err = br.Do(t.Context(), branch("g-missing", OpAction), func(context.Context, *sql.Tx) error { ran = true; return nil })
+			if !errors.Is(err, ErrNoBarrierTable) || !strings.Contains(err.Error(), "CreateTable") || !strings.Contains(err.Error(), table) || ran {
+				t.Fatalf("Do without the table: %v (fn ran: %v); want ErrNoBarrierTable naming %s and CreateTable", err, ran, table)
+			}
+		})
+	}
+}
