@@ -37,11 +37,23 @@ const (
 	StatusConfirming   = "confirming"
 	StatusCompensating = "compensating"
 	StatusCancelling   = "cancelling"
-	StatusCommitting   = "committing" // 2pc: commit decided, phase 2 under way
-	StatusSucceeded    = "succeeded"
-	StatusAborted      = "aborted"
-	StatusStuck        = "stuck"
+	StatusCommitting   = "committing" // 2pc, 3pc: commit decided, the last phase under way
+	// 3pc: every branch said it can commit; pre-commits under way.
+	StatusPreCommitting = "precommitting"
+	StatusPrepared      = "prepared"   // msg: a half message, waiting for the producer's local transaction
+	StatusDelivering    = "delivering" // msg: the producer committed; deliveries under way
+	StatusSucceeded     = "succeeded"
+	StatusAborted       = "aborted"
+	StatusStuck         = "stuck"
 )
+
+// Statuses lists every status a Transaction can have, in the coordinator's
+// order of its life cycle.
+var Statuses = []string{StatusRunning, StatusPrepared, StatusPreCommitting, StatusConfirming, StatusCompensating,
+	StatusCancelling, StatusCommitting, StatusDelivering, StatusSucceeded, StatusAborted, StatusStuck}
+
+// Final reports whether status is one no further work follows.
+func Final(status string) bool { return status == StatusSucceeded || status == StatusAborted }
 
 // Errors, tested with errors.Is. Each wraps the server's message.
 var (
