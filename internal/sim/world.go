@@ -504,10 +504,15 @@ func (w *World) key() string {
 }
 
 func txnKey(sb *strings.Builder, t p.Txn) {
-	fmt.Fprintf(sb, "%s/%s/%d:", t.Status, t.StuckPhase, t.Deadline)
+	// MaybeAhead and Unsure decide what a saga compensates.
+	fmt.Fprintf(sb, "%s/%s/%d/%v:", t.Status, t.StuckPhase, t.Deadline, t.MaybeAhead)
 	for _, b := range t.Branches {
 		for _, o := range []p.OpState{b.Fwd, b.Mid, b.Bwd} {
-			sb.WriteString(string(o.Status) + strconv.Itoa(o.Attempts) + "." + strconv.Itoa(o.Tries) + "@" + strconv.FormatInt(o.NextAt, 10) + ",")
+			sb.WriteString(string(o.Status) + strconv.Itoa(o.Attempts) + "." + strconv.Itoa(o.Tries) + "@" + strconv.FormatInt(o.NextAt, 10))
+			if o.Unsure {
+				sb.WriteString("?")
+			}
+			sb.WriteString(",")
 		}
 		sb.WriteString(string(b.BackwardOp) + ";")
 	}
