@@ -14,12 +14,13 @@ import (
 // (or, with -random N, N seeded random runs) of one protocol under a
 // budget of faults. It prints a summary and the shortest counterexample.
 // Finding a violation is an error (exit status 1), so that scripts can
-// tell.
+// tell. -unsafe-rule turns a safety rule off for the run, to show what it
+// prevents; the output says so first.
 func Explore(args []string, env Env) error {
 	fs := newFlags("explore", env)
 	proto := fs.String("protocol", "3pc", "protocol: 2pc, 3pc, saga or tcc")
 	n := fs.Int("participants", 2, "number of participants (1 to 8; the explorer is practical up to 3)")
-	faults := fs.String("faults", "crash", "faults to inject, comma-separated: crash, partition, loss, dup, reorder, delay (or none)")
+	faults := fs.String("faults", "crash", "faults to inject, comma-separated: "+sim.FaultNames()+" (or none); slow and late are for sagas")
 	maxFaults := fs.Int("max-faults", 1, "at most this many faults per run")
 	termination := fs.Bool("termination", false, "participants run the termination protocol (2pc: cooperative; 3pc: Skeen's)")
 	noDurable := fs.Bool("no-durable-decision", false, "the coordinator keeps its commit decision in memory only")
@@ -27,6 +28,7 @@ func Explore(args []string, env Env) error {
 	random := fs.Int("random", 0, "make this many seeded random runs instead of exploring every state")
 	maxStates := fs.Int("max-states", 0, "stop exploring after this many states (default 2,000,000)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	unsafeRule := fs.String("unsafe-rule", "", "UNSAFE: turn a safety rule off for this run, to show what it prevents: "+skipUnsure+" (sagas: a rejected action whose earlier call had an unknown outcome is not compensated)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,11 +46,27 @@ func Explore(args []string, env Env) error {
 		Protocol: protocol.Mode(*proto), Participants: *n, Faults: set, MaxFaults: *maxFaults,
 		Termination: *termination, NoDurableDecision: *noDurable, MaxStates: *maxStates,
 	}
+	switch *unsafeRule {
+	case "":
+	case skipUnsure:
+		cfg.SkipUnsure = true
+	default:
+		return usageError("explore: -unsafe-rule %q: the only rule that can be turned off is %s", *unsafeRule, skipUnsure)
+	}
 	if *noDurable && cfg.Protocol != protocol.ModeTwoPC && cfg.Protocol != protocol.ModeThreePC {
 		return usageError("explore: -no-durable-decision is for 2pc and 3pc")
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError("explore: %v", err)
+	}
+	if cfg.SkipUnsure {
+		// Loudly, first; with -json on stderr, so that stdout stays JSON
+		// (which lists the rule in unsafe_rules).
+		if *asJSON {
+			fmt.Fprint(env.Stderr, unsafeWarning)
+		} else {
+			fmt.Fprint(env.Stdout, unsafeWarning)
+		}
 	}
 	var res *sim.Result
 	if *random > 0 {
@@ -69,10 +87,24 @@ func Explore(args []string, env Env) error {
 		printResult(env, res, *random > 0)
 	}
 	if res.Violations > 0 {
+		if cfg.SkipUnsure {
+			return fmt.Errorf("%d invariant violations with the unsafe rule %s (shortest counterexample above)", res.Violations, skipUnsure)
+		}
 		return fmt.Errorf("%d invariant violations (shortest counterexample above)", res.Violations)
 	}
 	return nil
 }
+
+// skipUnsure is the -unsafe-rule value that sets saga.CompensateUnsure off.
+const skipUnsure = "saga-skip-unsure"
+
+const unsafeWarning = `!!! UNSAFE RULE saga-skip-unsure: for this run, saga.CompensateUnsure is OFF.
+!!! A saga action that is refused after an earlier call of unknown outcome
+!!! (a timeout) is taken as never done and NOT compensated: the bug fixed in
+!!! d215ef5, brought back to show what the rule prevents. Concord itself
+!!! never runs this way.
+
+`
 
 func printResult(env Env, res *sim.Result, random bool) {
 	out := env.Stdout
@@ -133,6 +165,7 @@ type jsonOut struct {
 	ElapsedNS       int64      `json:"elapsed_ns"`
 	StatesPerSecond float64    `json:"states_per_second"`
 	Truncated       bool       `json:"truncated,omitempty"`
+	UnsafeRules     []string   `json:"unsafe_rules,omitempty"`
 	FailedSeed      uint64     `json:"failed_seed,omitempty"`
 	Counterexample  *jsonTrace `json:"counterexample,omitempty"`
 	BlockedRun      *jsonTrace `json:"blocked_run,omitempty"`
@@ -153,11 +186,15 @@ func jsonResult(res *sim.Result, random bool) jsonOut {
 		}
 		return j
 	}
+	var unsafe []string
+	if res.Config.SkipUnsure {
+		unsafe = append(unsafe, skipUnsure)
+	}
 	return jsonOut{
 		Config: res.Config.String(), Mode: mode, States: res.States, Transitions: res.Transitions,
 		Settled: res.Settled, Runs: res.Runs, Violations: res.Violations, Blocked: res.Blocked,
 		MaxLockedNS: res.MaxLocked, ElapsedNS: int64(res.Elapsed), StatesPerSecond: res.StatesPerSecond(),
 		Truncated: res.Truncated, FailedSeed: res.FailedSeed,
-		Counterexample: tr(res.Counterexample), BlockedRun: tr(res.BlockedRun),
+		Counterexample: tr(res.Counterexample), BlockedRun: tr(res.BlockedRun), UnsafeRules: unsafe,
 	}
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/concordtm/concord/internal/protocol/saga"
 )
 
 func runExplore(args ...string) (string, error) {
@@ -24,6 +27,10 @@ func TestExploreUsage(t *testing.T) {
 		{"--random", "-2"},
 		{"extra"},
 		{"--no-such-flag"},
+		{"--protocol", "saga", "--unsafe-rule", "trust-everyone"},
+		{"--protocol", "2pc", "--unsafe-rule", "saga-skip-unsure"},
+		{"--protocol", "2pc", "--faults", "slow"},
+		{"--protocol", "saga", "--faults", "late"},
 	} {
 		out, err := runExplore(args...)
 		if !errors.Is(err, ErrUsage) {
@@ -93,5 +100,61 @@ func TestExploreRandomSeed(t *testing.T) {
 	strip := func(s string) string { return s[strings.Index(s, "shortest counterexample"):] }
 	if !strings.Contains(again, "shortest counterexample") || strip(again) != strip(out) {
 		t.Errorf("seed %s replays differently:\n%s\n---\n%s", seed, out, again)
+	}
+}
+
+// The lost-money run: with the rule off, the slow and late faults end a
+// saga aborted with B's action applied, and the output says, before
+// anything else, that the run was unsafe. With the rule on the same bounds
+// hold nothing, and the warning is absent.
+func TestExploreSagaUnsafeRule(t *testing.T) {
+	args := []string{"--protocol", "saga", "--faults", "slow,late", "--max-faults", "2"}
+	out, err := runExplore(append(args, "--unsafe-rule", "saga-skip-unsure")...)
+	if err == nil || errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "unsafe rule saga-skip-unsure") {
+		t.Fatalf("got %v, want a violation error naming the unsafe rule\n%s", err, out)
+	}
+	if !saga.CompensateUnsure {
+		t.Fatal("the rule stayed off after the run")
+	}
+	if !strings.HasPrefix(out, "!!! UNSAFE RULE saga-skip-unsure") {
+		t.Errorf("output does not start with the warning:\n%s", out)
+	}
+	for _, want := range []string{"UNSAFE: a rejected action after an unknown outcome is not compensated", "shortest counterexample (6 steps)",
+		"deliver slowly TM → B: action", "refuse the retry", "B finishes the slow action", "violation: atomicity: the saga aborted but B's action is still applied",
+		"Note over B: the slow action lands: applied"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = runExplore(args...)
+	if err != nil || strings.Contains(out, "UNSAFE") || !regexp.MustCompile(`violations found +0\n`).MatchString(out) {
+		t.Fatalf("with the rule: %v\n%s", err, out)
+	}
+}
+
+// With -json the warning goes to stderr and the JSON names the rule.
+func TestExploreSagaUnsafeRuleJSON(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := Explore([]string{"--protocol", "saga", "--faults", "slow,late", "--max-faults", "2", "--unsafe-rule", "saga-skip-unsure", "--json"},
+		Env{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
+	if err == nil {
+		t.Fatalf("no violation\n%s", out.String())
+	}
+	var res struct {
+		UnsafeRules    []string `json:"unsafe_rules"`
+		Violations     int      `json:"violations"`
+		Counterexample *struct {
+			Violation string `json:"violation"`
+		} `json:"counterexample"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(res.UnsafeRules) != 1 || res.UnsafeRules[0] != "saga-skip-unsure" || res.Violations == 0 || res.Counterexample == nil ||
+		!strings.HasPrefix(res.Counterexample.Violation, "atomicity") {
+		t.Errorf("%+v\n%s", res, out.String())
+	}
+	if !strings.Contains(errOut.String(), "UNSAFE RULE saga-skip-unsure") {
+		t.Errorf("no warning on stderr: %q", errOut.String())
 	}
 }

@@ -21,6 +21,9 @@ const (
 	aHeal                     // the partition ends
 	aTimer                    // the earliest timer fires (a fault when messages are in flight: delay)
 	aRetry                    // an operator retries a stuck transaction
+	aSlow                     // the oldest message, a saga action, is delivered to a participant slower than the call timeout (fault)
+	aLate                     // the oldest message, an action's retry, is refused while the slow first call runs (fault)
+	aLand                     // a slow action call lands at its participant
 )
 
 // Action is one choice of the scheduler. It names messages by id and
@@ -29,7 +32,7 @@ const (
 type Action struct {
 	Kind actKind
 	Msg  int    // message id
-	Node int    // node (crash, restart, timer owner)
+	Node int    // node (crash, restart, timer owner, landing)
 	Call int    // timer: index of the coordinator's pending call, -1 for its tick
 	Cut  uint32 // partition: the nodes cut off
 }
@@ -93,6 +96,7 @@ func (w *World) enabled() []Action {
 			as = append(as, Action{Kind: aReorder, Msg: m.ID})
 		}
 	}
+	as = w.slowActions(as, canFault)
 	for i := 0; i <= cfg.Participants; i++ {
 		up := w.Coord.Up
 		if i > 0 {
@@ -144,7 +148,7 @@ func cmpInt(a, b int64) int {
 func (w *World) quiet(as []Action) bool {
 	for _, a := range as {
 		switch a.Kind {
-		case aRestart, aHeal, aCrash, aPartition, aDrop, aDup, aReorder:
+		case aRestart, aHeal, aCrash, aPartition, aDrop, aDup, aReorder, aSlow, aLate:
 		default:
 			return false
 		}
@@ -213,6 +217,16 @@ func (w *World) do(a Action) {
 	case aRetry:
 		w.note(coord, "operator retries")
 		w.coordStep(p.Retry{Now: w.Now})
+	case aSlow:
+		w.Faults++
+		m, _ := w.take(a.Msg)
+		w.deliverSlowly(m)
+	case aLate:
+		w.Faults++
+		m, _ := w.take(a.Msg)
+		w.refuseLate(m)
+	case aLand:
+		w.land(a.Node)
 	}
 }
 
@@ -297,7 +311,7 @@ func (w *World) crash(i int) {
 		return
 	}
 	pn := &w.Parts[i]
-	pn.Up, pn.Timer = false, 0
+	pn.Up, pn.Timer, pn.Working = false, 0, 0
 	pn.restoreDurable()
 }
 
@@ -388,6 +402,12 @@ func (w *World) describe(a Action) string {
 		return s
 	case aRetry:
 		return "operator retry"
+	case aSlow:
+		return "deliver slowly " + find(a.Msg) + " (answer after the call timeout)"
+	case aLate:
+		return "refuse the retry " + find(a.Msg) + " (the first call still runs)"
+	case aLand:
+		return fmt.Sprintf("%s finishes the slow action (call %d)", nodeName(a.Node), w.Parts[a.Node].Working)
 	}
 	return "?"
 }

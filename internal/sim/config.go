@@ -18,6 +18,8 @@ const (
 	FaultDup                         // a message arrives twice
 	FaultReorder                     // a message overtakes an older one on its channel
 	FaultDelay                       // a timer fires while messages are in flight
+	FaultSlow                        // a saga participant is slower than the call timeout: its action lands later
+	FaultLate                        // a saga participant refuses a retry while the slow first call still runs
 )
 
 // FaultSet is a set of faults.
@@ -29,6 +31,16 @@ var faultNames = []struct {
 }{
 	{FaultCrash, "crash"}, {FaultPartition, "partition"}, {FaultLoss, "loss"},
 	{FaultDup, "dup"}, {FaultReorder, "reorder"}, {FaultDelay, "delay"},
+	{FaultSlow, "slow"}, {FaultLate, "late"},
+}
+
+// FaultNames lists every fault's name, comma-separated.
+func FaultNames() string {
+	var out []string
+	for _, fn := range faultNames {
+		out = append(out, fn.name)
+	}
+	return strings.Join(out, ", ")
 }
 
 // Has reports whether f is in s.
@@ -64,7 +76,7 @@ func ParseFaults(list string) (FaultSet, error) {
 			}
 		}
 		if !found {
-			return 0, fmt.Errorf("unknown fault %q (want some of crash, partition, loss, dup, reorder, delay)", name)
+			return 0, fmt.Errorf("unknown fault %q (want some of %s)", name, FaultNames())
 		}
 	}
 	return s, nil
@@ -91,6 +103,11 @@ type Config struct {
 	Horizon int64
 	// MaxStates bounds an exploration (default 2,000,000).
 	MaxStates int
+	// SkipUnsure turns off, for this run only, the saga rule that
+	// compensates a rejected action whose earlier call had an unknown
+	// outcome (saga.CompensateUnsure). It is unsafe: it brings back the
+	// bug the rule fixed, so that the explorer can show it.
+	SkipUnsure bool
 }
 
 // Validate checks the configuration.
@@ -111,6 +128,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Termination && c.Protocol != p.ModeTwoPC && c.Protocol != p.ModeThreePC {
 		return fmt.Errorf("the termination protocol is for 2pc and 3pc, not %s", c.Protocol)
+	}
+	if (c.Faults.Has(FaultSlow) || c.Faults.Has(FaultLate)) && c.Protocol != p.ModeSaga {
+		return fmt.Errorf("the slow and late faults are for sagas, not %s", c.Protocol)
+	}
+	if c.Faults.Has(FaultLate) && !c.Faults.Has(FaultSlow) {
+		return fmt.Errorf("the late fault needs slow: a retry is refused while a slow call still runs")
+	}
+	if c.SkipUnsure && c.Protocol != p.ModeSaga {
+		return fmt.Errorf("the saga-skip-unsure rule is for sagas, not %s", c.Protocol)
 	}
 	return nil
 }
@@ -159,6 +185,9 @@ func (c Config) String() string {
 	}
 	if c.NoDurableDecision {
 		s += ", decision not durable"
+	}
+	if c.SkipUnsure {
+		s += ", UNSAFE: a rejected action after an unknown outcome is not compensated"
 	}
 	return s
 }

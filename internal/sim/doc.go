@@ -12,15 +12,21 @@
 // lost; a participant keeps what its machine Persisted; messages a node
 // had not sent yet die with it), the network splits, a message is lost,
 // duplicated or overtaken, or a timer fires while messages are still in
-// flight (delay). Without the delay fault the network is synchronous:
-// time moves only when no message is in flight.
+// flight (delay); for sagas, a participant works on an action call past
+// the call timeout and its effect lands later (slow), and refuses the
+// retry while that first call still runs (late). Without the delay fault
+// the network is synchronous: time moves only when no message is in
+// flight.
 //
 // Invariants are checked after every step: agreement (no participant
 // commits while another aborts, or while the coordinator decided abort),
 // validity (a participant commits only if every one voted yes), durability
 // (the coordinator never changes a decision, which it would after losing
-// one in a crash); sagas and TCC are checked when they settle (all applied
-// or all undone). Blocking is measured: a settled state in which a live
+// one in a crash); atomicity for sagas (once a saga has ended, aborted
+// means no participant holds its action applied, late landings included,
+// and succeeded means each holds it applied exactly once); TCC is checked
+// when it settles (all applied or all undone). Config.SkipUnsure turns
+// off a saga rule for one run, unsafely, to show what it prevents. Blocking is measured: a settled state in which a live
 // participant holds locks undecided is blocked, and the longest time a
 // participant held locks undecided is reported.
 //

@@ -55,7 +55,7 @@ func RandomRun(cfg Config, seed uint64) *Trace {
 
 func isFault(w *World, a Action) bool {
 	switch a.Kind {
-	case aReorder, aDrop, aDup, aCrash, aPartition:
+	case aReorder, aDrop, aDup, aCrash, aPartition, aSlow, aLate:
 		return true
 	case aTimer:
 		return len(w.Net) > 0

@@ -15,6 +15,7 @@ func TestRandomRuns(t *testing.T) {
 	cfgs := []Config{
 		{Protocol: p.ModeTwoPC, Participants: 4, Faults: FaultSet(FaultCrash | FaultLoss | FaultDup | FaultReorder), MaxFaults: 4},
 		{Protocol: p.ModeSaga, Participants: 4, Faults: FaultSet(FaultCrash | FaultLoss | FaultDup), MaxFaults: 4, Votes: []bool{true, true, false, true}},
+		{Protocol: p.ModeSaga, Participants: 3, Faults: FaultSet(FaultCrash | FaultLoss | FaultSlow | FaultLate), MaxFaults: 4},
 		{Protocol: p.ModeTCC, Participants: 4, Faults: FaultSet(FaultCrash | FaultLoss | FaultDup), MaxFaults: 4},
 		{Protocol: p.ModeThreePC, Participants: 4, Faults: FaultSet(FaultCrash), MaxFaults: 1, Termination: true, Crashable: []int{coord}},
 	}

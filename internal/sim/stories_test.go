@@ -86,7 +86,11 @@ func (s *story) lose(to int, op p.Op) {
 func (s *story) states() string {
 	var out []string
 	for i := 1; i <= s.cfg.Participants; i++ {
-		out = append(out, nodeName(i)+"="+string(s.w.pstate(i)))
+		st := nodeName(i) + "=" + string(s.w.pstate(i))
+		if s.w.Parts[i].Working != 0 {
+			st += "+working" // a slow saga call runs
+		}
+		out = append(out, st)
 	}
 	return strings.Join(out, " ")
 }

@@ -55,6 +55,9 @@ func (w *World) summary() string {
 	parts = append(parts, "TM="+st)
 	for i := 1; i < len(w.Parts); i++ {
 		s := string(w.pstate(i))
+		if w.Parts[i].Working != 0 {
+			s += "+working"
+		}
 		if !w.Parts[i].Up {
 			s = "down(" + s + ")"
 		}

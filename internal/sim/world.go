@@ -104,13 +104,54 @@ type partNode struct {
 	SaidYes     bool
 	LockedSince int64
 	Locked      bool
+	// Working is the attempt of a saga action call the participant is
+	// still working on after the coordinator's call timed out (the slow
+	// fault), 0 if none. It is a local transaction not yet committed: a
+	// crash rolls it back.
+	Working int
 }
 
 // biz is a saga or TCC participant: it applies operations at once, with a
 // barrier (a compensation or cancel before the forward op makes the
 // forward op refused).
 type biz struct {
+	// The barrier's rows: the forward operation took effect, the
+	// backward one undid it; Refused: the forward operation is refused
+	// from now on (the participant said no, or a null compensation or
+	// cancel came first).
 	Fwd, Bwd, Refused bool
+	// Net is what users see: +1 each time the forward operation's effect
+	// takes place, -1 each time the backward one undoes it. The
+	// invariants read it, not the barrier's rows.
+	Net int8
+}
+
+// act is the forward operation with the barrier's rules: it takes effect
+// at most once, and never after a compensation or cancel. A participant
+// that says no refuses it, and every later call too.
+func (b *biz) act(yes bool) p.Outcome {
+	switch {
+	case b.Refused || b.Bwd || !yes:
+		b.Refused = true
+		return p.OutcomeRejected
+	case !b.Fwd:
+		b.Fwd = true
+		b.Net++
+	}
+	return p.OutcomeSuccess
+}
+
+// undo is the backward operation: it undoes the forward one once, or,
+// finding none, records a null compensation that bars it.
+func (b *biz) undo() {
+	switch {
+	case b.Bwd:
+	case b.Fwd:
+		b.Bwd = true
+		b.Net--
+	default:
+		b.Refused = true
+	}
 }
 
 // World is the whole simulated system. Step-by-step it is changed only by
@@ -274,7 +315,9 @@ func (w *World) holdsLocks(i int) bool {
 func (w *World) coordStep(ev p.Event) {
 	c := &w.Coord
 	before := c.Mem.Status
+	restore := w.cfg.rules()
 	nt, fx, err := w.machine().Step(c.Mem, ev)
+	restore()
 	if err != nil {
 		if errors.Is(err, p.ErrInvalidTransition) && (c.Mem.Status.Final() || ev.Kind() == p.EvRegister) {
 			return // a late answer after the end
@@ -389,19 +432,9 @@ func (pn *partNode) bizStep(ev p.PEvent, yes bool) []p.Effect {
 	out := p.OutcomeSuccess
 	switch m.Op {
 	case p.OpAction, p.OpConfirm:
-		switch {
-		case pn.Biz.Refused || pn.Biz.Bwd || !yes && m.Op == p.OpAction:
-			pn.Biz.Refused = true
-			out = p.OutcomeRejected
-		default:
-			pn.Biz.Fwd = true
-		}
+		out = pn.Biz.act(yes || m.Op == p.OpConfirm)
 	case p.OpCompensate, p.OpCancel:
-		if pn.Biz.Fwd {
-			pn.Biz.Bwd = true
-		} else {
-			pn.Biz.Refused = true // a null compensation bars the action
-		}
+		pn.Biz.undo()
 	}
 	return []p.Effect{p.Persist{}, p.Reply{Op: m.Op, Outcome: out}}
 }
@@ -426,8 +459,12 @@ func (w *World) check() {
 	if w.Violation != "" {
 		return
 	}
+	if w.cfg.Protocol == p.ModeSaga {
+		w.Violation = w.sagaAtomicity()
+		return
+	}
 	if w.cfg.Protocol != p.ModeTwoPC && w.cfg.Protocol != p.ModeThreePC {
-		return // sagas and TCC are checked when they settle
+		return // TCC is checked when it settles
 	}
 	coordAbort := w.CoordDecided == p.StatusAborted
 	coordCommit := w.CoordDecided == p.StatusCommitting
@@ -454,17 +491,17 @@ func (w *World) check() {
 }
 
 // settledCheck tests what must hold once nothing more happens and every
-// node is up: each protocol's end state.
+// node is up: each protocol's end state. (Sagas are checked after every
+// step, by sagaAtomicity.)
 func (w *World) settledCheck() string {
 	t := w.Coord.Mem
 	switch w.cfg.Protocol {
-	case p.ModeSaga, p.ModeTCC:
+	case p.ModeTCC:
 		if !t.Status.Final() {
 			return ""
 		}
 		for i := 1; i < len(w.Parts); i++ {
-			b := w.Parts[i].Biz
-			applied := b.Fwd && !b.Bwd
+			applied := w.Parts[i].Biz.Net > 0
 			if t.Status == p.StatusSucceeded && !applied {
 				return fmt.Sprintf("agreement: %s succeeded but %s is not applied", t.Mode, nodeName(i))
 			}
@@ -490,7 +527,7 @@ func (w *World) key() string {
 	}
 	for i := 1; i < len(w.Parts); i++ {
 		pn := &w.Parts[i]
-		fmt.Fprintf(&sb, "|P%v,%d,%v,%v,%d,", pn.Up, pn.Timer, pn.SaidYes, pn.Locked, pn.LockedSince)
+		fmt.Fprintf(&sb, "|P%v,%d,%v,%v,%d,%d,", pn.Up, pn.Timer, pn.SaidYes, pn.Locked, pn.LockedSince, pn.Working)
 		partKey(&sb, pn.Two, pn.Three, pn.Biz)
 		d := pn.Durable.([3]any)
 		partKey(&sb, d[0].(twopc.Participant), d[1].(threepc.Participant), d[2].(biz))
@@ -504,10 +541,15 @@ func (w *World) key() string {
 }
 
 func txnKey(sb *strings.Builder, t p.Txn) {
-	fmt.Fprintf(sb, "%s/%s/%d:", t.Status, t.StuckPhase, t.Deadline)
+	// MaybeAhead and Unsure decide what a saga compensates.
+	fmt.Fprintf(sb, "%s/%s/%d/%v:", t.Status, t.StuckPhase, t.Deadline, t.MaybeAhead)
 	for _, b := range t.Branches {
 		for _, o := range []p.OpState{b.Fwd, b.Mid, b.Bwd} {
-			sb.WriteString(string(o.Status) + strconv.Itoa(o.Attempts) + "." + strconv.Itoa(o.Tries) + "@" + strconv.FormatInt(o.NextAt, 10) + ",")
+			sb.WriteString(string(o.Status) + strconv.Itoa(o.Attempts) + "." + strconv.Itoa(o.Tries) + "@" + strconv.FormatInt(o.NextAt, 10))
+			if o.Unsure {
+				sb.WriteString("?")
+			}
+			sb.WriteString(",")
 		}
 		sb.WriteString(string(b.BackwardOp) + ";")
 	}
@@ -530,5 +572,5 @@ func partKey(sb *strings.Builder, two twopc.Participant, three threepc.Participa
 	if b.Refused {
 		sb.WriteString("r")
 	}
-	sb.WriteString(";")
+	sb.WriteString(strconv.Itoa(int(b.Net)) + ";")
 }
