@@ -28,7 +28,8 @@ commands:
   migrate  create or upgrade the schema of a shared store (-store URL)
   demo     run the shop example end to end on the embedded store
   bench    measure sagas/s and latency against a real coordinator
-  explore  model-check 2pc, 3pc, saga or tcc under crashes, partitions, lost messages
+  explore  model-check 2pc, 3pc, saga or tcc under crashes, partitions, lost messages,
+           slow participants
   version  print the build: module version, commit and Go release
 
 concord <command> -h lists a command's flags.

@@ -131,6 +131,8 @@ func TestDashboard(t *testing.T) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/no/"):
 			http.Error(w, "out of stock", http.StatusConflict)
+		case strings.HasPrefix(r.URL.Path, "/down/"):
+			http.Error(w, "database down", http.StatusInternalServerError)
 		case strings.HasPrefix(r.URL.Path, "/flaky/") && !healthy.Load():
 			http.Error(w, "database down", http.StatusInternalServerError)
 		case strings.HasPrefix(r.URL.Path, "/doubt/") && r.Header.Get("Concord-Op") != "prepare":
@@ -160,6 +162,13 @@ func TestDashboard(t *testing.T) {
 		Add(p("/no/action"), p("/no/compensate"), "two").SubmitAndWait(t.Context())
 	if err != nil || tx.Status != client.StatusStuck {
 		t.Fatalf("saga %s: %v %v", stuckGID, tx.GetStatus(), err)
+	}
+
+	// A saga whose first action keeps failing: it retries for a long time.
+	retryGID := "retry-" + tag
+	if _, err := c.NewSaga(retryGID).WithOptions(client.Options{MaxAttempts: 200, RetryInitial: 100 * time.Millisecond, RetryMax: 150 * time.Millisecond}).
+		Add(p("/down/action"), p("/down/compensate"), "one").Submit(t.Context()); err != nil {
+		t.Fatalf("saga %s: %v", retryGID, err)
 	}
 
 	row := func(gid string) string { return fmt.Sprintf(`document.querySelector('tr[data-gid=%q]')`, gid) }
@@ -242,6 +251,25 @@ func TestDashboard(t *testing.T) {
 	waitJS(t, ctx, "the in-doubt branch", `(document.querySelector('tr[data-branch="bank"] td[data-state]')||{innerText:""}).innerText.includes("in doubt")`)
 	run(t, ctx, "open "+msgGID, chromedp.Navigate(srv.URL+"/ui/#/tx/"+msgGID))
 	waitJS(t, ctx, "the delivered destination", `(document.querySelector('tr[data-branch="mail"] td[data-state]')||{innerText:""}).innerText === "delivered"`)
+
+	// Every mode and status can be filtered on.
+	if opts := eval[string](t, ctx, `[...document.querySelectorAll('#f-mode option, #f-status option')].map(o => o.value).join(" ")`); !strings.Contains(opts, "3pc") || !strings.Contains(opts, "precommitting") {
+		t.Errorf("filter options %q lack 3pc or precommitting", opts)
+	}
+
+	// The retrying saga: its failed calls are drawn once, collapsed, and
+	// the branch says when it is called next and how many calls are left.
+	testenv.Eventually(t, 20*time.Second, "five failed calls of "+retryGID, func() bool {
+		tx, err := c.Get(t.Context(), retryGID)
+		return err == nil && len(tx.GetBranches()) == 1 && len(tx.GetBranches()[0].GetAttempts()) >= 5
+	})
+	run(t, ctx, "open "+retryGID, chromedp.Navigate(srv.URL+"/ui/#/tx/"+retryGID))
+	waitJS(t, ctx, "the retry schedule of branch 1", `(document.querySelector('tr[data-branch="1"] td[data-retry="action"]')||{innerText:""}).innerText.includes("calls left before it is given up")`)
+	waitJS(t, ctx, "the collapsed failed calls", `document.querySelectorAll('#timeline g.msg[data-branch="1"][data-op="action"][data-outcome="unknown"]').length === 1 &&
+		document.querySelector('#timeline g.msg[data-branch="1"][data-op="action"][data-outcome="unknown"] text.op').textContent.includes("×")`)
+	if _, err := c.Abort(t.Context(), retryGID, "test over"); err != nil {
+		t.Errorf("abort %s: %v", retryGID, err)
+	}
 
 	// Unknown gid.
 	run(t, ctx, "open an unknown gid", chromedp.Navigate(srv.URL+"/ui/#/tx/nope-"+tag))

@@ -224,6 +224,13 @@ func PrintTransaction(w io.Writer, t *client.Transaction) {
 		if len(b.After) > 0 {
 			fmt.Fprintf(w, "  after      %s\n", strings.Join(b.After, ", "))
 		}
+		if b.ForwardUnsure {
+			fmt.Fprintf(w, "  unsure     an earlier %s call's outcome was unknown: it may have taken effect\n", b.ForwardOp)
+		}
+		if b.RetryingOp != "" {
+			fmt.Fprintf(w, "  retrying   %s next at %s, %d calls left before it is given up\n", b.RetryingOp,
+				relTime(b.NextRetryAtUnixMs-t.CreatedAtUnixMs), b.AttemptsLeft)
+		}
 		for _, a := range b.Attempts {
 			line := fmt.Sprintf("  %9s  %-10s #%-2d %-9s %8.1fms", relTime(a.StartedAtUnixMs-t.CreatedAtUnixMs), a.Op, a.Number, a.Outcome, float64(a.DurationUs)/1000)
 			if a.Error != "" {

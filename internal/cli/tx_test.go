@@ -19,6 +19,7 @@ func TestPrintTransactionTimeline(t *testing.T) {
 					{Op: "compensate", Number: 1, StartedAtUnixMs: created + 10, DurationUs: 1900, Outcome: "success"},
 				}},
 			{Id: "2", ForwardOp: "action", BackwardOp: "compensate", ForwardStatus: "rejected", BackwardStatus: "skipped",
+				ForwardUnsure: true, RetryingOp: "compensate", NextRetryAtUnixMs: created + 40, AttemptsLeft: 3,
 				Attempts: []*v1.Attempt{{Op: "action", Number: 1, StartedAtUnixMs: created + 6, DurationUs: 2200, Outcome: "rejected", Error: "out of stock"}}},
 		},
 	}
@@ -31,6 +32,8 @@ func TestPrintTransactionTimeline(t *testing.T) {
 		"       +2ms  action     #1  success        2.9ms",
 		"      +10ms  compensate #1  success        1.9ms",
 		"       +6ms  action     #1  rejected       2.2ms  out of stock",
+		"  unsure     an earlier action call's outcome was unknown",
+		"  retrying   compensate next at +40ms, 3 calls left before it is given up",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)

@@ -32,6 +32,17 @@ func toProto(t protocol.Txn) *v1.Transaction {
 		if b.MidOp != "" {
 			pb.MidOp, pb.MidStatus = string(b.MidOp), string(b.Mid.Status)
 		}
+		pb.ForwardUnsure = b.Fwd.Unsure
+		for _, r := range []struct {
+			op protocol.Op
+			st *protocol.OpState
+		}{{b.ForwardOp, &b.Fwd}, {b.MidOp, &b.Mid}, {b.BackwardOp, &b.Bwd}} {
+			if r.st.Status == protocol.OpRetrying {
+				pb.RetryingOp, pb.NextRetryAtUnixMs = string(r.op), ms(r.st.NextAt)
+				pb.AttemptsLeft = int32(max(0, min(t.Options.MaxAttempts-r.st.Tries, t.Options.MaxTotalAttempts-t.TotalAttempts)))
+				break
+			}
+		}
 		for _, a := range b.History {
 			pb.Attempts = append(pb.Attempts, &v1.Attempt{
 				Op: string(a.Op), Number: int32(a.Number), StartedAtUnixMs: ms(a.Started),

@@ -2349,8 +2349,20 @@ type Branch struct {
 	Attempts       []*Attempt `protobuf:"bytes,10,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	// 3PC only: the operation between forward and backward (pre-commit),
 	// sent to forward_url, and its status.
-	MidOp         string `protobuf:"bytes,11,opt,name=mid_op,json=midOp,proto3" json:"mid_op,omitempty"`
-	MidStatus     string `protobuf:"bytes,12,opt,name=mid_status,json=midStatus,proto3" json:"mid_status,omitempty"`
+	MidOp     string `protobuf:"bytes,11,opt,name=mid_op,json=midOp,proto3" json:"mid_op,omitempty"`
+	MidStatus string `protobuf:"bytes,12,opt,name=mid_status,json=midStatus,proto3" json:"mid_status,omitempty"`
+	// The operation waiting to be retried (forward_op, mid_op or
+	// backward_op; empty when none is), when it is called next, and how many
+	// calls its budget still allows before it is given up (attempts since the
+	// last operator retry count against max_attempts).
+	RetryingOp        string `protobuf:"bytes,13,opt,name=retrying_op,json=retryingOp,proto3" json:"retrying_op,omitempty"`
+	NextRetryAtUnixMs int64  `protobuf:"varint,14,opt,name=next_retry_at_unix_ms,json=nextRetryAtUnixMs,proto3" json:"next_retry_at_unix_ms,omitempty"`
+	AttemptsLeft      int32  `protobuf:"varint,15,opt,name=attempts_left,json=attemptsLeft,proto3" json:"attempts_left,omitempty"`
+	// Some call of the forward operation had an unknown outcome (a timeout,
+	// a 5xx, a dropped connection, a restart): even if a later call was
+	// refused, it may have taken effect, so a saga that aborts compensates
+	// this branch.
+	ForwardUnsure bool `protobuf:"varint,16,opt,name=forward_unsure,json=forwardUnsure,proto3" json:"forward_unsure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2467,6 +2479,34 @@ func (x *Branch) GetMidStatus() string {
 		return x.MidStatus
 	}
 	return ""
+}
+
+func (x *Branch) GetRetryingOp() string {
+	if x != nil {
+		return x.RetryingOp
+	}
+	return ""
+}
+
+func (x *Branch) GetNextRetryAtUnixMs() int64 {
+	if x != nil {
+		return x.NextRetryAtUnixMs
+	}
+	return 0
+}
+
+func (x *Branch) GetAttemptsLeft() int32 {
+	if x != nil {
+		return x.AttemptsLeft
+	}
+	return 0
+}
+
+func (x *Branch) GetForwardUnsure() bool {
+	if x != nil {
+		return x.ForwardUnsure
+	}
+	return false
 }
 
 type Attempt struct {
@@ -2727,7 +2767,7 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	"concurrent\x12.\n" +
 	"\bbranches\x18\v \x03(\v2\x12.concord.v1.BranchR\bbranches\x12%\n" +
 	"\x0etotal_attempts\x18\f \x01(\x05R\rtotalAttempts\x12!\n" +
-	"\fstuck_reason\x18\r \x01(\tR\vstuckReason\"\x8e\x03\n" +
+	"\fstuck_reason\x18\r \x01(\tR\vstuckReason\"\xad\x04\n" +
 	"\x06Branch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vforward_url\x18\x02 \x01(\tR\n" +
@@ -2745,7 +2785,12 @@ const file_concord_v1_concord_proto_rawDesc = "" +
 	" \x03(\v2\x13.concord.v1.AttemptR\battempts\x12\x15\n" +
 	"\x06mid_op\x18\v \x01(\tR\x05midOp\x12\x1d\n" +
 	"\n" +
-	"mid_status\x18\f \x01(\tR\tmidStatus\"\xaf\x01\n" +
+	"mid_status\x18\f \x01(\tR\tmidStatus\x12\x1f\n" +
+	"\vretrying_op\x18\r \x01(\tR\n" +
+	"retryingOp\x120\n" +
+	"\x15next_retry_at_unix_ms\x18\x0e \x01(\x03R\x11nextRetryAtUnixMs\x12#\n" +
+	"\rattempts_left\x18\x0f \x01(\x05R\fattemptsLeft\x12%\n" +
+	"\x0eforward_unsure\x18\x10 \x01(\bR\rforwardUnsure\"\xaf\x01\n" +
 	"\aAttempt\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x16\n" +
 	"\x06number\x18\x02 \x01(\x05R\x06number\x12+\n" +

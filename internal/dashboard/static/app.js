@@ -260,10 +260,11 @@ function renderTx(t) {
   body.replaceChildren(...(t.branches || []).map((b) => el("tr", { "data-branch": b.id },
     el("td", {}, b.id),
     el("td", { class: "small", "data-state": branchState(t, b) }, branchState(t, b)),
-    el("td", {}, `${b.forward_op || "-"}: ${b.forward_status || "-"}`),
+    el("td", { title: b.forward_unsure ? "a call's outcome was unknown: it may have taken effect" : "" },
+      `${b.forward_op || "-"}: ${b.forward_status || "-"}${b.forward_unsure ? " (unsure)" : ""}`),
     el("td", {}, `${b.backward_op || "-"}: ${b.backward_status || "-"}`),
     el("td", {}, num(b.payload_bytes) + " B"),
-    el("td", {}, (b.attempts || []).length),
+    el("td", { "data-retry": b.retrying_op || "" }, attemptsText(b)),
     el("td", { class: "small" }, lastError(b)),
     el("td", { class: "small" }, [b.forward_url, b.backward_url].filter(Boolean).join("\n")))));
 }
@@ -281,6 +282,21 @@ function branchState(t, b) {
   }
   if (t.mode === "msg" && b.forward_op === "check") return "check-back: " + (b.forward_status || "-");
   return "";
+}
+
+// retryText says when a waiting operation is called next and how many
+// calls its budget still allows.
+function retryText(b) {
+  if (!b.retrying_op) return "waiting to retry";
+  const at = num(b.next_retry_at_unix_ms);
+  const when = at ? new Date(at).toLocaleTimeString() : "now";
+  const left = num(b.attempts_left);
+  return `${b.retrying_op}: next call at ${when}, ${left} ${left === 1 ? "call" : "calls"} left before it is given up`;
+}
+
+function attemptsText(b) {
+  const n = (b.attempts || []).length;
+  return b.retrying_op ? `${n}; ${retryText(b)}` : String(n);
 }
 
 function lastError(b) {
@@ -304,14 +320,26 @@ function timeline(t) {
   const created = num(t.created_at_unix_ms);
   const rows = [];
   branches.forEach((b, i) => {
+    // Consecutive failed calls of one operation with the same outcome and
+    // error are drawn once ("#3–#9 ×7"), so a long retry does not bury
+    // the rest of the diagram.
+    let prev = null;
     for (const a of b.attempts || []) {
-      rows.push({ kind: "call", at: num(a.started_at_unix_ms), col: i, branch: b.id, op: a.op, n: a.number,
-        outcome: a.outcome, us: num(a.duration_us), error: a.error || "" });
+      const err = a.error || "";
+      if (prev && prev.op === a.op && prev.outcome === a.outcome && prev.error === err && a.outcome !== "success") {
+        prev.count++;
+        prev.n = `${prev.first}–#${a.number} ×${prev.count}`;
+        prev.us = Math.max(prev.us, num(a.duration_us));
+        continue;
+      }
+      prev = { kind: "call", at: num(a.started_at_unix_ms), col: i, branch: b.id, op: a.op, n: a.number, first: a.number,
+        count: 1, outcome: a.outcome, us: num(a.duration_us), error: err };
+      rows.push(prev);
     }
     for (const [op, st] of [[b.forward_op, b.forward_status], [b.backward_op, b.backward_status]]) {
       if (st === "inflight" || st === "retrying") {
         rows.push({ kind: "call", at: Date.now() + 1e12, col: i, branch: b.id, op, n: "", outcome: "pending",
-          us: 0, error: st === "retrying" ? "waiting to retry" : "call in flight" });
+          us: 0, error: st === "retrying" ? retryText(b) : "call in flight" });
       }
     }
   });
