@@ -13,10 +13,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/concordtm/concord/client"
 	"github.com/concordtm/concord/internal/config"
 	"github.com/concordtm/concord/internal/server"
 	"github.com/concordtm/concord/internal/testenv"
@@ -189,15 +191,45 @@ func startCoordinator(t *testing.T) string {
 // TestAddr drives the -addr path, against a coordinator in this process.
 func TestAddr(t *testing.T) {
 	url := startCoordinator(t)
+	c := client.New(url)
 	for _, mode := range []string{ModeSaga, ModeTCC, ModeTwoPC, ModeThreePC, ModeMsg} {
 		t.Run(mode, func(t *testing.T) {
-			r, err := Run(t.Context(), Config{Mode: mode, Concurrency: 4, Duration: time.Second, Warmup: 200 * time.Millisecond, Addr: url})
+			var progress syncBuf
+			prefix := "bt-" + mode + "-"
+			r, err := Run(t.Context(), Config{Mode: mode, Concurrency: 4, Duration: time.Second, Warmup: 200 * time.Millisecond, Addr: url,
+				GIDPrefix: prefix, Progress: &progress, ProgressEvery: 300 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
 			checkResult(t, r, mode)
 			if r.Coordinator != url || r.RSSMB != 0 || r.CPUMsPerTx != 0 || r.RSSAnonMB != 0 {
 				t.Errorf("coordinator %q, rss %v, cpu %v: want %q and nothing measured", r.Coordinator, r.RSSMB, r.CPUMsPerTx, url)
+			}
+			if !strings.Contains(progress.String(), "bench: ") || !strings.Contains(progress.String(), "transactions (") {
+				t.Errorf("progress lines: %q", progress.String())
+			}
+			// The coordinator stays up after the run: every transaction
+			// the run started, cut off at the end or not, is finished
+			// and succeeded, none left running or stuck, and each one's
+			// gid has the prefix.
+			var all []*client.Transaction
+			for tok := ""; ; {
+				page, next, err := c.List(t.Context(), client.ListOptions{GIDPrefix: prefix, Limit: 1000, PageToken: tok})
+				if err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, page...)
+				if tok = next; tok == "" {
+					break
+				}
+			}
+			if len(all) < r.Count {
+				t.Errorf("%d transactions with prefix %q, fewer than the %d counted", len(all), prefix, r.Count)
+			}
+			for _, tx := range all {
+				if tx.Status != client.StatusSucceeded {
+					t.Errorf("%s is %s after the run, want succeeded", tx.Gid, tx.Status)
+				}
 			}
 		})
 	}
@@ -406,4 +438,22 @@ func TestXA(t *testing.T) {
 			t.Errorf("Run with PostgreSQL on a closed port = %v, want 'does not answer'", err)
 		}
 	})
+}
+
+// syncBuf is a strings.Builder safe for the progress goroutine.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"crypto/rand"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,7 +86,9 @@ func benchmarkEngine(b *testing.B, mode, engine string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(p.close)
-	txn := newTxnFunc(mode, client.New(url), p)
+	var seq atomic.Int64
+	prefix := "gobench-" + strings.ToLower(rand.Text()[:8]) + "-"
+	txn := newTxnFunc(mode, client.New(url), p, func() string { return prefix + strconv.FormatInt(seq.Add(1), 10) })
 	ctx := b.Context()
 	b.SetParallelism(max(1, benchWorkers/runtime.GOMAXPROCS(0)))
 	b.ResetTimer()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"time"
@@ -66,6 +67,14 @@ type Config struct {
 	// PollDashboard adds the load of an open dashboard and a metrics
 	// scraper: ListTransactions and GET /metrics every second.
 	PollDashboard bool
+	// GIDPrefix starts every gid the run submits, so that its transactions
+	// can be told apart on a coordinator that serves other work (tx list
+	// -prefix). Empty: "bench-" and six random characters.
+	GIDPrefix string
+	// Progress, if set, gets a line every ProgressEvery (default 5s)
+	// while the run lasts.
+	Progress      io.Writer
+	ProgressEvery time.Duration
 }
 
 // Default returns the configuration `concord bench` runs without flags.
@@ -85,6 +94,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", c.Store, "shared store `url` (postgres://, mysql://, redis://) for the child coordinators, in a fresh namespace; empty: each child's own embedded store")
 	fs.BoolVar(&c.StoreAsIs, "store-as-is", c.StoreAsIs, "use -store's namespace as given (e.g. a store filled beforehand) instead of a fresh one, and keep it")
 	fs.IntVar(&c.Coordinators, "coordinators", c.Coordinators, "child coordinators sharing -store; workers take turns among them")
+	fs.StringVar(&c.GIDPrefix, "gid-prefix", c.GIDPrefix, "start every gid with this `prefix` (letters, digits, . _ : -); default bench- and six random characters")
 	fs.BoolVar(&c.PollDashboard, "poll-dashboard", c.PollDashboard, "also list transactions and scrape /metrics every second, as an open dashboard and Prometheus would")
 	fs.StringVar(&c.MySQLDSN, "mysql-dsn", c.MySQLDSN, "MariaDB/MySQL `dsn` (go-sql-driver syntax) of mode 2pc-xa")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL `dsn` (URL or key=value) of mode 2pc-xa")
@@ -109,6 +119,15 @@ func (c Config) Validate() error {
 	}
 	if (c.Store != "" || c.Coordinators > 1) && c.Addr != "" {
 		errs = append(errs, "store and coordinators are for child coordinators; not with -addr")
+	}
+	for _, r := range c.GIDPrefix {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._:-", r)) {
+			errs = append(errs, fmt.Sprintf("gid prefix %q: use letters, digits and . _ : -", c.GIDPrefix))
+			break
+		}
+	}
+	if len(c.GIDPrefix) > 64 {
+		errs = append(errs, fmt.Sprintf("gid prefix %q: at most 64 bytes", c.GIDPrefix))
 	}
 	if c.Concurrency <= 0 {
 		errs = append(errs, fmt.Sprintf("concurrency %d: must be positive", c.Concurrency))

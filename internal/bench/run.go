@@ -2,11 +2,14 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/concordtm/concord/client"
@@ -143,9 +146,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 
+	prefix := cfg.GIDPrefix
+	if prefix == "" {
+		prefix = "bench-" + strings.ToLower(rand.Text()[:6]) + "-"
+	}
+	var seq atomic.Int64
+	gid := func() string { return prefix + strconv.FormatInt(seq.Add(1), 10) }
 	txns := make([]txnFunc, len(clients))
 	for i, cl := range clients {
-		txns[i] = newTxnFunc(cfg.Mode, cl, p)
+		txns[i] = newTxnFunc(cfg.Mode, cl, p, gid)
 		if xw != nil {
 			txns[i] = xw.txn(cl)
 		}
@@ -196,9 +205,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.PollDashboard {
 		wg.Go(func() { dash.run(runCtx, c, bases[0]) })
 	}
+	var counted, failed atomic.Int64
+	if cfg.Progress != nil {
+		wg.Go(func() { progress(runCtx, cfg, from, &counted, &failed) })
+	}
+	// A transaction still running at the end is finished, not cut off
+	// (not counted, but not abandoned either): on a coordinator that
+	// stays up, an abandoned one would retry against participants that
+	// are gone and end stuck.
+	drainCtx, stopDrain := context.WithDeadline(ctx, end.Add(drainGrace))
+	defer stopDrain()
 	workers := make([]worker, cfg.Concurrency)
 	for i := range workers {
-		wg.Go(func() { workers[i].run(runCtx, txns[i%len(txns)], from, end) })
+		workers[i].counted, workers[i].failed = &counted, &failed
+		wg.Go(func() { workers[i].run(drainCtx, txns[i%len(txns)], from, end) })
 	}
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
@@ -284,10 +304,19 @@ type worker struct {
 	latencies []time.Duration
 	errors    int
 	firstErr  error
+	// counted and failed are shared by all workers, for progress lines.
+	counted, failed *atomic.Int64
 }
 
+// drainGrace bounds how long the transactions running at the end of the
+// run are waited for.
+const drainGrace = 30 * time.Second
+
+// run starts transactions until end; each runs under ctx, which outlasts
+// end, so the last ones finish. Those that end after end, or when ctx ends,
+// are not counted.
 func (w *worker) run(ctx context.Context, txn txnFunc, from, end time.Time) {
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && time.Now().Before(end) {
 		start := time.Now()
 		err := txn(ctx)
 		done := time.Now()
@@ -298,11 +327,38 @@ func (w *worker) run(ctx context.Context, txn txnFunc, from, end time.Time) {
 			// warm-up
 		case err != nil:
 			w.errors++
+			w.failed.Add(1)
 			if w.firstErr == nil {
 				w.firstErr = err
 			}
 		default:
 			w.latencies = append(w.latencies, done.Sub(start))
+			w.counted.Add(1)
+		}
+	}
+}
+
+// progress writes a line every cfg.ProgressEvery until ctx ends.
+func progress(ctx context.Context, cfg Config, from time.Time, counted, failed *atomic.Int64) {
+	every := cfg.ProgressEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tk.C:
+			if now.Before(from) {
+				fmt.Fprintf(cfg.Progress, "bench: warming up (%v left)\n", from.Sub(now).Round(time.Second))
+				continue
+			}
+			el := now.Sub(from)
+			n := counted.Load()
+			fmt.Fprintf(cfg.Progress, "bench: %v of %v, %d transactions (%.0f/s), %d failed\n",
+				el.Round(time.Second), cfg.Duration, n, float64(n)/el.Seconds(), failed.Load())
 		}
 	}
 }

@@ -16,28 +16,28 @@ var payload = []byte(`{"order":"o-1","amount":30}`)
 type txnFunc func(ctx context.Context) error
 
 // newTxnFunc returns the transaction of mode, run through c against the
-// no-op participants at p.
-func newTxnFunc(mode string, c *client.Client, p *participants) txnFunc {
+// no-op participants at p, with gids from gid.
+func newTxnFunc(mode string, c *client.Client, p *participants, gid func() string) txnFunc {
 	switch mode {
 	case ModeTCC:
-		return tccTxn(c, p)
+		return tccTxn(c, p, gid)
 	case ModeTwoPC:
-		return twoPCTxn(c, p)
+		return twoPCTxn(c, p, gid)
 	case ModeThreePC:
-		return threePCTxn(c, p)
+		return threePCTxn(c, p, gid)
 	case ModeMsg:
-		return msgTxn(c, p)
+		return msgTxn(c, p, gid)
 	}
-	return sagaTxn(c, p)
+	return sagaTxn(c, p, gid)
 }
 
 // twoPCTxn submits a two-phase commit with two participants and waits for
 // its outcome: one API call; the coordinator sends two prepares, forces the
 // decision, sends two commits.
-func twoPCTxn(c *client.Client, p *participants) txnFunc {
+func twoPCTxn(c *client.Client, p *participants, gid func() string) txnFunc {
 	url := p.url(opTwoPC)
 	return func(ctx context.Context) error {
-		tx, err := c.NewTwoPC("").Add(url, payload).Add(url, payload).SubmitAndWait(ctx)
+		tx, err := c.NewTwoPC(gid()).Add(url, payload).Add(url, payload).SubmitAndWait(ctx)
 		if err != nil {
 			return err
 		}
@@ -49,10 +49,10 @@ func twoPCTxn(c *client.Client, p *participants) txnFunc {
 // for its outcome: one API call; the coordinator sends two can-commits,
 // forces the pre-commit phase, sends two pre-commits, forces the decision,
 // sends two do-commits.
-func threePCTxn(c *client.Client, p *participants) txnFunc {
+func threePCTxn(c *client.Client, p *participants, gid func() string) txnFunc {
 	url := p.url(opThreePC)
 	return func(ctx context.Context) error {
-		tx, err := c.NewThreePC("").Add(url, payload).Add(url, payload).SubmitAndWait(ctx)
+		tx, err := c.NewThreePC(gid()).Add(url, payload).Add(url, payload).SubmitAndWait(ctx)
 		if err != nil {
 			return err
 		}
@@ -62,10 +62,10 @@ func threePCTxn(c *client.Client, p *participants) txnFunc {
 
 // sagaTxn submits a saga of two branches and waits for its outcome: one
 // API call; the coordinator calls both actions.
-func sagaTxn(c *client.Client, p *participants) txnFunc {
+func sagaTxn(c *client.Client, p *participants, gid func() string) txnFunc {
 	action, compensate := p.url(opAction), p.url(opCompensate)
 	return func(ctx context.Context) error {
-		tx, err := c.NewSaga("").
+		tx, err := c.NewSaga(gid()).
 			Add(action, compensate, payload).
 			Add(action, compensate, payload).
 			SubmitAndWait(ctx)
@@ -79,10 +79,10 @@ func sagaTxn(c *client.Client, p *participants) txnFunc {
 // tccTxn runs a TCC transaction with two branches: begin, then register
 // and try each branch, then commit and wait (four API calls and two tries
 // from here; the coordinator calls both confirms).
-func tccTxn(c *client.Client, p *participants) txnFunc {
+func tccTxn(c *client.Client, p *participants, gid func() string) txnFunc {
 	try, confirm, cancel := p.url(opTry), p.url(opConfirm), p.url(opCancel)
 	return func(ctx context.Context) error {
-		tx, err := c.RunTCC(ctx, "", client.Options{}, func(ctx context.Context, t *client.TCC) error {
+		tx, err := c.RunTCC(ctx, gid(), client.Options{}, func(ctx context.Context, t *client.TCC) error {
 			if _, err := t.CallBranch(ctx, "1", payload, try, confirm, cancel); err != nil {
 				return err
 			}
@@ -106,10 +106,10 @@ func succeeded(mode string, tx *client.Transaction) error {
 // msgTxn sends a transactional message to two consumers: prepare, a no-op
 // local transaction, submit and wait until both consumers acknowledged (two
 // API calls; the coordinator makes two deliveries).
-func msgTxn(c *client.Client, p *participants) txnFunc {
+func msgTxn(c *client.Client, p *participants, gid func() string) txnFunc {
 	deliver, check := p.url(opDeliver), p.url(opCheck)
 	return func(ctx context.Context) error {
-		m := c.NewMessage("").Payload(payload).To(deliver).To(deliver)
+		m := c.NewMessage(gid()).Payload(payload).To(deliver).To(deliver)
 		if _, err := m.Prepare(ctx, check); err != nil {
 			return err
 		}

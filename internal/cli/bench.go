@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/concordtm/concord/internal/bench"
 )
@@ -56,6 +57,9 @@ func Bench(args []string, env Env) error {
 			where = cfg.Addr
 		}
 		fmt.Fprintf(env.Stderr, "concord bench: %s against %s, %d workers, %v warm-up + %v...\n", cfg.Mode, where, cfg.Concurrency, cfg.Warmup, cfg.Duration)
+	}
+	if cfg.Warmup+cfg.Duration >= 15*time.Second {
+		cfg.Progress = env.Stderr // a line every 5s on long runs
 	}
 	res, err := bench.Run(ctx, cfg)
 	if err != nil {
