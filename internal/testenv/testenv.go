@@ -148,15 +148,23 @@ func dialURL(ctx context.Context, raw, defPort string) error {
 // underscores; the result is at most 63 bytes (PostgreSQL's limit).
 func UniqueName(t testing.TB, prefix string) string {
 	t.Helper()
+	name, err := uniqueName(prefix)
+	if err != nil {
+		t.Fatalf("testenv: random name: %v", err)
+	}
+	return name
+}
+
+func uniqueName(prefix string) (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatalf("testenv: random name: %v", err)
+		return "", err
 	}
 	suffix := "_" + hex.EncodeToString(b[:])
 	if max := 63 - len(suffix); len(prefix) > max {
 		prefix = prefix[:max]
 	}
-	return prefix + suffix
+	return prefix + suffix, nil
 }
 
 func open(t testing.TB, name, driver, dsn string) *sql.DB {
