@@ -49,16 +49,30 @@ var pgSettings = []string{
 }
 
 // errNoPostgresBinaries is returned when no initdb/postgres is installed.
-var errNoPostgresBinaries = errors.New("no PostgreSQL server binaries (initdb, postgres) under /usr/lib/postgresql/*/bin or in PATH")
+var errNoPostgresBinaries = errors.New("no PostgreSQL server binaries (initdb, postgres) under /usr/lib/postgresql/*/bin or in PATH (or set " + EnvPostgresBin + ")")
 
 // postgresBinGlob is where Debian installs each PostgreSQL version's
 // server binaries (a variable for the tests).
 var postgresBinGlob = "/usr/lib/postgresql/*/bin"
 
-// postgresBinDir returns the directory of initdb and postgres: the newest
-// /usr/lib/postgresql/<version>/bin (Debian's layout) that has both, or the
-// directory of initdb in PATH.
+// EnvPostgresBin names the directory of initdb and postgres for the private
+// server, where they are neither under /usr/lib/postgresql nor in PATH.
+const EnvPostgresBin = "CONCORD_TEST_POSTGRES_BIN"
+
+// postgresBinDir returns the directory of initdb and postgres:
+// $CONCORD_TEST_POSTGRES_BIN, else the newest
+// /usr/lib/postgresql/<version>/bin (Debian's layout) that has both, else
+// the directory of initdb in PATH.
 func postgresBinDir() (string, error) {
+	has := func(dir string) bool {
+		return executable(filepath.Join(dir, "initdb")) && executable(filepath.Join(dir, "postgres"))
+	}
+	if dir := os.Getenv(EnvPostgresBin); dir != "" {
+		if !has(dir) {
+			return "", fmt.Errorf("%s=%s has no initdb and postgres", EnvPostgresBin, dir)
+		}
+		return dir, nil
+	}
 	dirs, _ := filepath.Glob(postgresBinGlob)
 	version := func(dir string) float64 { // .../postgresql/15/bin → 15
 		v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(dir)), 64)
@@ -66,11 +80,11 @@ func postgresBinDir() (string, error) {
 	}
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) < version(dirs[j]) })
 	for i := len(dirs) - 1; i >= 0; i-- {
-		if executable(filepath.Join(dirs[i], "initdb")) && executable(filepath.Join(dirs[i], "postgres")) {
+		if has(dirs[i]) {
 			return dirs[i], nil
 		}
 	}
-	if p, err := exec.LookPath("initdb"); err == nil && executable(filepath.Join(filepath.Dir(p), "postgres")) {
+	if p, err := exec.LookPath("initdb"); err == nil && has(filepath.Dir(p)) {
 		return filepath.Dir(p), nil
 	}
 	return "", errNoPostgresBinaries

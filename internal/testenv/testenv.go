@@ -64,9 +64,9 @@ func Require(t testing.TB, name string, err error) {
 		return
 	}
 	if CI() {
-		t.Fatalf("testenv: %s is unreachable and CI is set, so this is a failure, not a skip: %v", name, err)
+		t.Fatalf("testenv: %s is not available and CI is set, so this is a failure, not a skip: %v", name, err)
 	}
-	t.Skipf("testenv: skipping: %s is unreachable: %v (start it or point the variable at it; with CI=true this fails)", name, err)
+	t.Skipf("testenv: skipping: %s is not available: %v (start or install it, or point the variable at it; with CI=true this fails)", name, err)
 }
 
 // PostgresDSN returns the PostgreSQL DSN: $CONCORD_TEST_POSTGRES or

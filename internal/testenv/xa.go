@@ -80,13 +80,15 @@ func PostgresXA(t testing.TB) *sql.DB {
 //   - else (or with CONCORD_TEST_POSTGRES_XA=private) a private server,
 //     started once per test binary with initdb in a temporary directory,
 //     on a free loopback port, as the postgres user when running as root;
-//     Main stops it and removes its directory.
+//     Main stops it and removes its directory. The server binaries are
+//     found under /usr/lib/postgresql/*/bin, in PATH, or in
+//     $CONCORD_TEST_POSTGRES_BIN.
 //
 // When none of these can be had, the test ends at once (Require: a skip,
 // a failure under CI=true) with a message that says what to install or set.
 func PostgresXADSN(t testing.TB) string {
 	t.Helper()
-	return binaryDSN(t, "PostgresXA", &binary.pg, newPostgresXADB)
+	return binaryDSN(t, "PostgresXA", "PostgreSQL with prepared transactions (testenv.PostgresXA)", &binary.pg, newPostgresXADB)
 }
 
 // MariaDBXA returns a connection pool (driver "mysql", closed when the test
@@ -105,10 +107,10 @@ func MariaDBXA(t testing.TB) *sql.DB {
 // hold locks another package's tests wait on.
 func MariaDBXADSN(t testing.TB) string {
 	t.Helper()
-	return binaryDSN(t, "MariaDBXA", &binary.my, newMariaDBXADB)
+	return binaryDSN(t, "MariaDBXA", "a MariaDB database of the test binary's own (testenv.MariaDBXA)", &binary.my, newMariaDBXADB)
 }
 
-func binaryDSN(t testing.TB, helper string, slot **binaryDB, create func() *binaryDB) string {
+func binaryDSN(t testing.TB, helper, what string, slot **binaryDB, create func() *binaryDB) string {
 	t.Helper()
 	binary.mu.Lock()
 	if !binary.main {
@@ -121,7 +123,7 @@ func binaryDSN(t testing.TB, helper string, slot **binaryDB, create func() *bina
 	}
 	db := *slot
 	binary.mu.Unlock()
-	Require(t, helper, db.err)
+	Require(t, what, db.err)
 	return db.dsn
 }
 
@@ -180,7 +182,7 @@ func newPostgresXADB() *binaryDB {
 	if err != nil {
 		return &binaryDB{err: err}
 	}
-	if err := adminExec("pgx", admin, "CREATE DATABASE "+name); err != nil {
+	if err := adminExec("pgx", admin, "CREATE DATABASE "+name+" TEMPLATE template0"); err != nil {
 		return &binaryDB{err: fmt.Errorf("PostgreSQL at %s: create database %s: %w", redactURL(admin), name, err)}
 	}
 	dsn := withPostgresDB(admin, name)

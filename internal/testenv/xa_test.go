@@ -99,6 +99,7 @@ func TestPostgresXAMissingBinaries(t *testing.T) {
 	t.Setenv(EnvPostgresXA, "private")
 	t.Setenv("PATH", t.TempDir())
 	old := postgresBinGlob
+	t.Setenv(EnvPostgresBin, "")
 	postgresBinGlob = filepath.Join(t.TempDir(), "*", "bin")
 	t.Cleanup(func() { postgresBinGlob = old })
 	start := time.Now()
@@ -140,4 +141,12 @@ func TestWithPostgresDB(t *testing.T) {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+func TestPostgresBinDirFromEnv(t *testing.T) {
+	empty := t.TempDir()
+	t.Setenv(EnvPostgresBin, empty)
+	if dir, err := postgresBinDir(); err == nil || !strings.Contains(err.Error(), EnvPostgresBin+"="+empty) {
+		t.Errorf("postgresBinDir with %s=%s (empty) = %q, %v; want an error naming the variable", EnvPostgresBin, empty, dir, err)
+	}
 }
