@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,5 +149,72 @@ func TestPostgresBinDirFromEnv(t *testing.T) {
 	t.Setenv(EnvPostgresBin, empty)
 	if dir, err := postgresBinDir(); err == nil || !strings.Contains(err.Error(), EnvPostgresBin+"="+empty) {
 		t.Errorf("postgresBinDir with %s=%s (empty) = %q, %v; want an error naming the variable", EnvPostgresBin, empty, dir, err)
+	}
+}
+
+// TestPostgresXASharedServer: when the shared server allows prepared
+// transactions (as under .ci/run), PostgresXA creates its database there,
+// and Main's cleanup drops it even with a prepared transaction left in it.
+// A private server plays the shared one.
+func TestPostgresXASharedServer(t *testing.T) {
+	bin, err := postgresBinDir()
+	Require(t, "PostgreSQL server binaries", err)
+	srv, err := startPostgres(t.Context(), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.stop() })
+	t.Setenv(EnvPostgres, srv.dsn("postgres"))
+	t.Setenv(EnvPostgresXA, "")
+
+	binary.mu.Lock()
+	n := len(binary.cleanups)
+	got := newPostgresXADB()
+	added := append([]func() error{}, binary.cleanups[n:]...)
+	binary.cleanups = binary.cleanups[:n]
+	binary.mu.Unlock()
+	if got.err != nil {
+		t.Fatal(got.err)
+	}
+	if want := fmt.Sprintf("127.0.0.1:%d/concord_testenv_", srv.port); !strings.Contains(got.dsn, want) {
+		t.Fatalf("DSN %q, want a database on the shared server (%s…)", got.dsn, want)
+	}
+	if len(added) != 1 {
+		t.Fatalf("%d cleanups registered, want 1 (drop the database)", len(added))
+	}
+
+	db, err := sql.Open("pgx", got.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"BEGIN", "CREATE TABLE left_behind (id INT)", "PREPARE TRANSACTION 'left_behind'"} {
+		if _, err := conn.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	conn.Close()
+	db.Close()
+
+	if err := added[0](); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	admin, err := sql.Open("pgx", srv.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var dbs, prepared int
+	if err := admin.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_database WHERE datname LIKE 'concord_testenv_%'").Scan(&dbs); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_prepared_xacts").Scan(&prepared); err != nil {
+		t.Fatal(err)
+	}
+	if dbs != 0 || prepared != 0 {
+		t.Errorf("after the cleanup: %d databases of the binary, %d prepared transactions; want none", dbs, prepared)
 	}
 }
