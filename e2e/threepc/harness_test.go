@@ -21,6 +21,10 @@ import (
 	"github.com/concordtm/concord/participant/twophase"
 )
 
+// TestMain removes the package's databases (and the private PostgreSQL
+// server, if testenv.PostgresXA started one) after the tests.
+func TestMain(m *testing.M) { testenv.Main(m) }
+
 // serverFlags make retries short and the coordinator's deadline shorter
 // than the participants' timeouts.
 var serverFlags = []string{

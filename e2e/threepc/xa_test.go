@@ -39,7 +39,7 @@ func xaService(t *testing.T, d xa.Dialect, db *sql.DB) (url, table string) {
 // TestXACommit runs a 3PC whose branches are XA branches on the real
 // PostgreSQL and MariaDB: pre-commit prepares each, do-commit commits it.
 func TestXACommit(t *testing.T) {
-	pg, my := testenv.Postgres(t), testenv.MariaDB(t)
+	pg, my := testenv.PostgresXA(t), testenv.MariaDBXA(t)
 	pgURL, pgTable := xaService(t, xa.Postgres, pg)
 	myURL, myTable := xaService(t, xa.MySQL, my)
 	c := startCoord(t, t.TempDir(), "")

@@ -123,8 +123,8 @@ func TestBankTransfersSurviveKills(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	prefix := testenv.UniqueName(t, "tb")
 	banks := []*bankDB{
-		newBankDB(t, "pg", xa.Postgres, testenv.Postgres, prefix),
-		newBankDB(t, "maria", xa.MySQL, testenv.MariaDB, prefix),
+		newBankDB(t, "pg", xa.Postgres, testenv.PostgresXA, prefix),
+		newBankDB(t, "maria", xa.MySQL, testenv.MariaDBXA, prefix),
 	}
 	const total = 2 * bankAccounts * bankInitial
 

@@ -31,6 +31,10 @@ var serverFlags = []string{
 	"-max-wait", "5s",
 }
 
+// TestMain removes the package's databases (and the private PostgreSQL
+// server, if testenv.PostgresXA started one) after the tests.
+func TestMain(m *testing.M) { testenv.Main(m) }
+
 // settleTimeout bounds every wait for the coordinator or a database.
 const settleTimeout = 30 * time.Second
 
@@ -187,9 +191,9 @@ func (s *service) dropTables() {
 
 // openFresh opens a pool that no test cleanup closes (the caller does).
 func (s *service) openFresh() *sql.DB {
-	driver, dsn := "pgx", testenv.PostgresDSN()
+	driver, dsn := "pgx", testenv.PostgresXADSN(s.t)
 	if s.d == xa.MySQL {
-		driver, dsn = "mysql", testenv.MariaDBDSN()
+		driver, dsn = "mysql", testenv.MariaDBXADSN(s.t)
 	}
 	db, err := sql.Open(driver, dsn)
 	if err != nil {

@@ -45,8 +45,8 @@ func newShop(t *testing.T) *shop {
 		customers: testenv.UniqueName(t, "tp_customers"),
 		stock:     testenv.UniqueName(t, "tp_stock"),
 	}
-	s.order = newService(t, "order", xa.Postgres, testenv.Postgres, s.prefix, s.placeOrder)
-	s.inventory = newService(t, "inventory", xa.MySQL, testenv.MariaDB, s.prefix, s.takeStock)
+	s.order = newService(t, "order", xa.Postgres, testenv.PostgresXA, s.prefix, s.placeOrder)
+	s.inventory = newService(t, "inventory", xa.MySQL, testenv.MariaDBXA, s.prefix, s.takeStock)
 	s.order.createTable(s.orders, "gid VARCHAR(128) PRIMARY KEY, customer VARCHAR(64) NOT NULL, qty BIGINT NOT NULL")
 	s.order.createTable(s.customers, "id VARCHAR(64) PRIMARY KEY, orders BIGINT NOT NULL")
 	s.order.exec("INSERT INTO " + s.customers + " (id, orders) VALUES ('A', 0)")

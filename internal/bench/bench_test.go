@@ -377,14 +377,19 @@ func TestParticipants(t *testing.T) {
 	}
 }
 
-// TestXA drives mode 2pc-xa against the test databases and an in-process
-// coordinator: every committed transaction must have incremented one row
-// on each side, and no branch of the run may stay prepared.
+// TestMain removes the package's databases (and the private PostgreSQL
+// server, if testenv.PostgresXA started one) after the tests.
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestXA drives mode 2pc-xa against databases of the test binary's own and
+// an in-process coordinator: every committed transaction must have
+// incremented one row on each side, and no branch of the run may stay
+// prepared.
 func TestXA(t *testing.T) {
-	my, pg := testenv.MariaDB(t), testenv.Postgres(t)
+	my, pg := testenv.MariaDBXA(t), testenv.PostgresXA(t)
 	url := startCoordinator(t)
 	cfg := Config{Mode: ModeTwoPCXA, Concurrency: 4, Duration: time.Second, Warmup: 200 * time.Millisecond, Addr: url,
-		MySQLDSN: testenv.MariaDBDSN(), PostgresDSN: testenv.PostgresDSN()}
+		MySQLDSN: testenv.MariaDBXADSN(t), PostgresDSN: testenv.PostgresXADSN(t)}
 	r, err := Run(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -12,14 +12,18 @@ import (
 	"github.com/concordtm/concord/participant/xa"
 )
 
+// TestMain removes the package's databases (and the private PostgreSQL
+// server, if testenv.PostgresXA started one) after the tests.
+func TestMain(m *testing.M) { testenv.Main(m) }
+
 // TestRunTwoPCOnRealDatabases plays the 2PC purchases with the order
 // service on PostgreSQL and the inventory service on MariaDB (skipped
 // without the servers, except under CI=true).
 func TestRunTwoPCOnRealDatabases(t *testing.T) {
-	pg, my := testenv.Postgres(t), testenv.MariaDB(t)
+	pg, my := testenv.PostgresXA(t), testenv.MariaDBXA(t)
 	var out bytes.Buffer
 	rep, err := Run(t.Context(), Options{Mode: ModeTwoPC, DataDir: t.TempDir(), Out: &out,
-		PostgresDSN: testenv.PostgresDSN(), MySQLDSN: testenv.MariaDBDSN()})
+		PostgresDSN: testenv.PostgresXADSN(t), MySQLDSN: testenv.MariaDBXADSN(t)})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())

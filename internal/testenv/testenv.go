@@ -64,9 +64,9 @@ func Require(t testing.TB, name string, err error) {
 		return
 	}
 	if CI() {
-		t.Fatalf("testenv: %s is unreachable and CI is set, so this is a failure, not a skip: %v", name, err)
+		t.Fatalf("testenv: %s is not available and CI is set, so this is a failure, not a skip: %v", name, err)
 	}
-	t.Skipf("testenv: skipping: %s is unreachable: %v (start it or point the variable at it; with CI=true this fails)", name, err)
+	t.Skipf("testenv: skipping: %s is not available: %v (start or install it, or point the variable at it; with CI=true this fails)", name, err)
 }
 
 // PostgresDSN returns the PostgreSQL DSN: $CONCORD_TEST_POSTGRES or
@@ -148,15 +148,23 @@ func dialURL(ctx context.Context, raw, defPort string) error {
 // underscores; the result is at most 63 bytes (PostgreSQL's limit).
 func UniqueName(t testing.TB, prefix string) string {
 	t.Helper()
+	name, err := uniqueName(prefix)
+	if err != nil {
+		t.Fatalf("testenv: random name: %v", err)
+	}
+	return name
+}
+
+func uniqueName(prefix string) (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatalf("testenv: random name: %v", err)
+		return "", err
 	}
 	suffix := "_" + hex.EncodeToString(b[:])
 	if max := 63 - len(suffix); len(prefix) > max {
 		prefix = prefix[:max]
 	}
-	return prefix + suffix
+	return prefix + suffix, nil
 }
 
 func open(t testing.TB, name, driver, dsn string) *sql.DB {

@@ -47,3 +47,5 @@ func TestServices(t *testing.T) {
 		}
 	})
 }
+
+func TestMain(m *testing.M) { Main(m) }

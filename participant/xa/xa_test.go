@@ -22,10 +22,17 @@ type backend struct {
 	open    func(t testing.TB) *sql.DB
 }
 
+// backends: databases of the test binary's own (the package's tables have
+// fixed names; another package's leftover prepared branch must not lock
+// them), PostgreSQL with prepared transactions enabled.
 var backends = []backend{
-	{name: "postgres", dialect: Postgres, open: testenv.Postgres},
-	{name: "mariadb", dialect: MySQL, open: testenv.MariaDB},
+	{name: "postgres", dialect: Postgres, open: testenv.PostgresXA},
+	{name: "mariadb", dialect: MySQL, open: testenv.MariaDBXA},
 }
+
+// TestMain removes the databases (and the private PostgreSQL server, if
+// one was started) after the tests.
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // fixture is one test's view of a backend: a pool, a business table of its
 // own, and the branches it created (rolled back at cleanup if still
