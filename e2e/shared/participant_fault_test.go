@@ -101,7 +101,7 @@ func TestParticipantKilledMidBranch(t *testing.T) {
 
 // TestParticipantHangs: the participant stops answering the first action
 // of 8 sagas (it keeps every request, retries included, past the 1s
-// branch timeout). Half of the sagas have a 3s deadline, so they roll
+// branch timeout). Half of the sagas have a 4s deadline, so they roll
 // back while their action may still land. Once each saga's action was
 // retried at least once (and the short ones passed their deadline), the
 // participant wakes up and every held call lands late. Every saga ends,
@@ -118,7 +118,7 @@ func TestParticipantHangs(t *testing.T) {
 		gid := fmt.Sprintf("%s%d", prefix, i)
 		s := k.saga(c, gid)
 		if i%2 == 1 {
-			s = s.WithOptions(client.Options{Timeout: 3 * time.Second})
+			s = s.WithOptions(client.Options{Timeout: 4 * time.Second})
 			short = append(short, gid)
 		}
 		if i%4 == 2 {
