@@ -1,6 +1,9 @@
 // Package shared tests several concord processes on one shared store (the
-// real PostgreSQL and Redis): any instance serves any request, and when one
-// is killed the others finish its transactions, each exactly as decided.
+// real PostgreSQL and Redis, and MariaDB): any instance serves any request,
+// and when one is killed or paused the others finish its transactions, each
+// exactly as decided. It also takes the store away in the middle of
+// transactions and kills or hangs a participant mid-branch; every test
+// checks the participant's effects against each transaction's outcome.
 package shared
 
 import (
