@@ -158,22 +158,48 @@ func (s *Store) Commit(ctx context.Context, batch []store.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	for attempt := 1; ; attempt++ {
+		err := s.commitOnce(ctx, batch)
+		var me *mysql.MySQLError
+		if attempt < deadlockRetries && errors.As(err, &me) && me.Number == 1213 && ctx.Err() == nil {
+			continue // InnoDB rolled the whole transaction back: nothing of it was written
+		}
+		if err != nil {
+			var ce *store.ConflictError
+			if errors.As(err, &ce) {
+				return err
+			}
+			return s.fail("commit", err)
+		}
+		return nil
+	}
+}
+
+// deadlockRetries bounds Commit's attempts when InnoDB picks its
+// transaction as a deadlock victim.
+const deadlockRetries = 3
+
+// commitOnce runs one attempt of Commit. It reads at READ COMMITTED: its
+// locking read then locks only the rows that exist. At REPEATABLE READ
+// (InnoDB's default) the read of gids about to be inserted also locks the
+// gap where they would go, two instances inserting new gids (which sort
+// after the existing ones, in one gap) each wait for the other's gap lock,
+// and InnoDB kills one as a deadlock. An insert that races another is
+// still caught, by the duplicate key.
+func (s *Store) commitOnce(ctx context.Context, batch []store.Record) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return s.fail("commit", err)
+		return err
 	}
 	conflicts, err := s.write(ctx, tx, batch)
 	if err != nil || conflicts != nil {
 		_ = tx.Rollback() // nothing was committed; a failed rollback drops the connection
 		if err != nil {
-			return s.fail("commit", err)
+			return err
 		}
 		return &store.ConflictError{GIDs: conflicts}
 	}
-	if err := tx.Commit(); err != nil {
-		return s.fail("commit", err)
-	}
-	return nil
+	return tx.Commit()
 }
 
 // write runs Commit's statements in tx and returns the conflicting gids.
