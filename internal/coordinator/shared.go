@@ -45,6 +45,27 @@ func (c *Coordinator) startShared(ctx context.Context) error {
 		return fmt.Errorf("announce instance %s: %w", sc.Instance, err)
 	}
 	c.log.Info("joined shared store", "instance", sc.Instance, "lease", sc.LeaseTTL)
+	// A previous run under this instance name (a restart with a fixed
+	// -instance) left its unfinished transactions owned by this name. Its
+	// lease never lapses (this run renews it), so no instance would claim
+	// them: resume them here, as the embedded store's recovery does.
+	var mine []store.Record
+	if err := c.store.Unfinished(ctx, func(r store.Record) error {
+		if r.Owner == sc.Instance {
+			mine = append(mine, r)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("find instance %s's unfinished transactions: %w", sc.Instance, err)
+	}
+	if len(mine) > 0 {
+		c.log.Info("resuming this instance's unfinished transactions from its previous run", "instance", sc.Instance, "count", len(mine))
+		c.loops.Add(1)
+		go func() {
+			defer c.loops.Done()
+			c.resumeRecords(mine, "restart")
+		}()
+	}
 	c.loops.Add(2)
 	go c.heartbeatLoop()
 	go c.claimLoop()
@@ -115,6 +136,14 @@ func (c *Coordinator) claimOnce() int {
 	if len(recs) > 0 {
 		c.log.Info("claimed transactions of a lapsed instance", "count", len(recs))
 	}
+	c.resumeRecords(recs, "takeover")
+	return len(recs)
+}
+
+// resumeRecords makes recs (owned by this instance, at their stored
+// versions) live and steps each with Recover, RecoveryWorkers at a time;
+// it returns when every one has been stepped.
+func (c *Coordinator) resumeRecords(recs []store.Record, why string) {
 	sem := make(chan struct{}, c.cfg.RecoveryWorkers)
 	for _, r := range recs {
 		t, err := decode(r.Data)
@@ -127,7 +156,7 @@ func (c *Coordinator) claimOnce() int {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			return len(recs)
+			break
 		}
 		if old := c.live[t.GID]; old != nil {
 			c.mu.Unlock()
@@ -139,14 +168,13 @@ func (c *Coordinator) claimOnce() int {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			c.resumed(e, "takeover")
+			c.resumed(e, why)
 			c.apply(e, protocol.Recover{Now: now()})
 		}()
 	}
 	for range cap(sem) {
 		sem <- struct{}{}
 	}
-	return len(recs)
 }
 
 // adopt makes this instance the owner of gid's unfinished transaction and
