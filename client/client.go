@@ -28,9 +28,6 @@ import (
 	"github.com/concordtm/concord/gen/concord/v1/concordv1connect"
 )
 
-// Transaction is a global transaction as the coordinator reports it.
-type Transaction = v1.Transaction
-
 // Statuses a Transaction can have.
 const (
 	StatusRunning      = "running"
@@ -215,7 +212,7 @@ func (c *Client) Get(ctx context.Context, gid string) (*Transaction, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }
 
 // Wait blocks until the transaction is final or stuck (or the server's
@@ -226,7 +223,7 @@ func (c *Client) Wait(ctx context.Context, gid string) (*Transaction, error) {
 		if err != nil {
 			return nil, wrap(err)
 		}
-		t := resp.Msg.Transaction
+		t := fromProto(resp.Msg.Transaction)
 		if Settled(t) || ctx.Err() != nil {
 			return t, ctx.Err()
 		}
@@ -235,7 +232,10 @@ func (c *Client) Wait(ctx context.Context, gid string) (*Transaction, error) {
 
 // Settled reports whether t is final or stuck (needs an operator).
 func Settled(t *Transaction) bool {
-	switch t.GetStatus() {
+	if t == nil {
+		return false
+	}
+	switch t.Status {
 	case StatusSucceeded, StatusAborted, StatusStuck:
 		return true
 	}
@@ -258,7 +258,11 @@ func (c *Client) List(ctx context.Context, o ListOptions) ([]*Transaction, strin
 	if err != nil {
 		return nil, "", wrap(err)
 	}
-	return resp.Msg.Transactions, resp.Msg.NextPageToken, nil
+	out := make([]*Transaction, len(resp.Msg.Transactions))
+	for i, t := range resp.Msg.Transactions {
+		out[i] = fromProto(t)
+	}
+	return out, resp.Msg.NextPageToken, nil
 }
 
 // Retry gives a stuck or retrying transaction a fresh retry budget.
@@ -267,7 +271,7 @@ func (c *Client) Retry(ctx context.Context, gid string) (*Transaction, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }
 
 // Abort rolls back a transaction that has not decided yet.
@@ -276,5 +280,5 @@ func (c *Client) Abort(ctx context.Context, gid, reason string) (*Transaction, e
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }

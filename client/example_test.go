@@ -110,7 +110,7 @@ func ExampleClient_Get() {
 	}
 	tx, _ := c.Wait(ctx, saga.GID())
 	for _, b := range tx.Branches {
-		fmt.Println("branch", b.Id, b.ForwardOp, b.ForwardStatus, "after", len(b.Attempts), "attempt(s)")
+		fmt.Println("branch", b.ID, b.ForwardOp, b.ForwardStatus, "after", len(b.Attempts), "attempt(s)")
 	}
 	// Output:
 	// branch 1 action done after 1 attempt(s)
@@ -136,7 +136,7 @@ func ExampleClient_NewThreePC() {
 	}
 	fmt.Println(tx.Mode, tx.Status)
 	for _, b := range tx.Branches {
-		fmt.Println(b.Id, b.ForwardOp, b.MidOp, b.BackwardOp, b.BackwardStatus)
+		fmt.Println(b.ID, b.ForwardOp, b.MidOp, b.BackwardOp, b.BackwardStatus)
 	}
 	// Output:
 	// 3pc succeeded
@@ -168,7 +168,7 @@ func ExampleMessage_ToTopic() {
 	}
 	fmt.Println(tx.Status)
 	for _, b := range tx.Branches {
-		fmt.Println(b.Id, b.ForwardStatus)
+		fmt.Println(b.ID, b.ForwardStatus)
 	}
 	// Output:
 	// succeeded

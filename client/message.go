@@ -108,7 +108,7 @@ func (m *Message) Prepare(ctx context.Context, checkURL string) (*Transaction, e
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }
 
 // Submit tells the coordinator that the local transaction committed: the
@@ -122,7 +122,7 @@ func (m *Message) SubmitAndWait(ctx context.Context) (*Transaction, error) {
 	if err != nil || Settled(tx) {
 		return tx, err
 	}
-	return m.c.Wait(ctx, tx.Gid)
+	return m.c.Wait(ctx, tx.GID)
 }
 
 func (m *Message) submit(ctx context.Context, wait bool) (*Transaction, error) {
@@ -130,7 +130,7 @@ func (m *Message) submit(ctx context.Context, wait bool) (*Transaction, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }
 
 // Abort tells the coordinator that the local transaction rolled back: the
@@ -140,7 +140,7 @@ func (m *Message) Abort(ctx context.Context, reason string) (*Transaction, error
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }
 
 // Send delivers a message that waits for nothing.
@@ -153,7 +153,7 @@ func (m *Message) SendAndWait(ctx context.Context) (*Transaction, error) {
 	if err != nil || Settled(tx) {
 		return tx, err
 	}
-	return m.c.Wait(ctx, tx.Gid)
+	return m.c.Wait(ctx, tx.GID)
 }
 
 func (m *Message) send(ctx context.Context, wait bool) (*Transaction, error) {
@@ -167,7 +167,7 @@ func (m *Message) send(ctx context.Context, wait bool) (*Transaction, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }
 
 // LocalTx runs the producer's local transaction for message gid and

@@ -76,7 +76,7 @@ func (s *Saga) SubmitAndWait(ctx context.Context) (*Transaction, error) {
 	if err != nil || Settled(t) {
 		return t, err
 	}
-	return s.c.Wait(ctx, t.Gid)
+	return s.c.Wait(ctx, t.GID)
 }
 
 func (s *Saga) submit(ctx context.Context, wait bool) (*Transaction, error) {
@@ -88,5 +88,5 @@ func (s *Saga) submit(ctx context.Context, wait bool) (*Transaction, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }

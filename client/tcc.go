@@ -89,7 +89,7 @@ func (t *TCC) end(ctx context.Context, commit bool) (*Transaction, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	tx := resp.Msg.Transaction
+	tx := fromProto(resp.Msg.Transaction)
 	if !Settled(tx) {
 		return t.c.Wait(ctx, t.GID)
 	}

@@ -76,7 +76,7 @@ func (t *TwoPC) SubmitAndWait(ctx context.Context) (*Transaction, error) {
 	if err != nil || Settled(tx) {
 		return tx, err
 	}
-	return t.c.Wait(ctx, tx.Gid)
+	return t.c.Wait(ctx, tx.GID)
 }
 
 func (t *TwoPC) submit(ctx context.Context, wait bool) (*Transaction, error) {
@@ -95,7 +95,7 @@ func (t *TwoPC) submit(ctx context.Context, wait bool) (*Transaction, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return resp.Msg.Transaction, nil
+	return fromProto(resp.Msg.Transaction), nil
 }
 
 // Decision asks the coordinator what was decided for a 2PC or 3PC

@@ -55,10 +55,10 @@ func TestGRPC(t *testing.T) {
 		if _, err := c.NewSaga("bad gid!").Add(p.url("/a"), p.url("/u"), nil).Submit(t.Context()); !errors.Is(err, client.ErrInvalid) {
 			t.Errorf("bad gid over gRPC: %v, want ErrInvalid", err)
 		}
-		if _, err := c.NewSaga(ok.Gid).Add(p.url("/other"), p.url("/u"), nil).Submit(t.Context()); !errors.Is(err, client.ErrConflict) {
+		if _, err := c.NewSaga(ok.GID).Add(p.url("/other"), p.url("/u"), nil).Submit(t.Context()); !errors.Is(err, client.ErrConflict) {
 			t.Errorf("reused gid over gRPC: %v, want ErrConflict", err)
 		}
-		txs, _, err := c.List(t.Context(), client.ListOptions{GIDPrefix: ok.Gid})
+		txs, _, err := c.List(t.Context(), client.ListOptions{GIDPrefix: ok.GID})
 		if err != nil || len(txs) != 1 {
 			t.Errorf("List over gRPC: %d, %v", len(txs), err)
 		}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/concordtm/concord/client"
-	v1 "github.com/concordtm/concord/gen/concord/v1"
 	"github.com/concordtm/concord/internal/testenv/proc"
 )
 
@@ -44,20 +43,18 @@ func wait(t *testing.T, c *client.Client, gid string) *client.Transaction {
 // wantStatus fails the test unless tx has the given status.
 func wantStatus(t *testing.T, tx *client.Transaction, status string) {
 	t.Helper()
-	if tx.GetStatus() != status {
-		t.Fatalf("%s: status %q (reason %q), want %q", tx.GetGid(), tx.GetStatus(), tx.GetReason(), status)
+	if tx.Status != status {
+		t.Fatalf("%s: status %q (reason %q), want %q", tx.GID, tx.Status, tx.Reason, status)
 	}
 }
 
 // branchOf returns tx's branch id, failing the test if there is none.
-func branchOf(t *testing.T, tx *client.Transaction, id string) *v1.Branch {
+func branchOf(t *testing.T, tx *client.Transaction, id string) *client.BranchState {
 	t.Helper()
-	for _, b := range tx.GetBranches() {
-		if b.GetId() == id {
-			return b
-		}
+	if b := tx.Branch(id); b != nil {
+		return b
 	}
-	t.Fatalf("%s has no branch %q", tx.GetGid(), id)
+	t.Fatalf("%s has no branch %q", tx.GID, id)
 	return nil
 }
 

@@ -44,7 +44,7 @@ func TestListPaging(t *testing.T) {
 		}
 		sizes = append(sizes, len(txs))
 		for _, tx := range txs {
-			seen = append(seen, tx.Gid)
+			seen = append(seen, tx.GID)
 		}
 		if page == 0 {
 			// One created after paging began is newer than the cursor:

@@ -35,8 +35,8 @@ func TestSaga(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantStatus(t, tx, client.StatusSucceeded)
-		if tx.Gid != gid || tx.Mode != "saga" || tx.DecidedAtUnixMs == 0 {
-			t.Errorf("gid %q mode %q decided_at %d, want %q saga and a decision time", tx.Gid, tx.Mode, tx.DecidedAtUnixMs, gid)
+		if tx.GID != gid || tx.Mode != "saga" || tx.DecidedAt.IsZero() {
+			t.Errorf("gid %q mode %q decided_at %v, want %q saga and a decision time", tx.GID, tx.Mode, tx.DecidedAt, gid)
 		}
 		calls := p.received()
 		if got := paths(calls); strings.Join(got, " ") != "/b1/action /b2/action /b3/action" {
@@ -185,11 +185,11 @@ func TestSaga(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantStatus(t, tx, client.StatusSucceeded)
-		if !regexp.MustCompile(`^[A-Za-z0-9._:-]{8,128}$`).MatchString(tx.Gid) {
-			t.Fatalf("minted gid %q", tx.Gid)
+		if !regexp.MustCompile(`^[A-Za-z0-9._:-]{8,128}$`).MatchString(tx.GID) {
+			t.Fatalf("minted gid %q", tx.GID)
 		}
-		if got := p.only(t, "/a").gid(); got != tx.Gid {
-			t.Errorf("participant saw gid %q, transaction is %q", got, tx.Gid)
+		if got := p.only(t, "/a").gid(); got != tx.GID {
+			t.Errorf("participant saw gid %q, transaction is %q", got, tx.GID)
 		}
 		g1, err1 := c.NewGID(t.Context())
 		g2, err2 := c.NewGID(t.Context())
@@ -224,8 +224,8 @@ func TestSaga(t *testing.T) {
 				t.Fatalf("submission %d: %v", i, errs[i])
 			}
 			wantStatus(t, txs[i], client.StatusSucceeded)
-			if txs[i].Gid != gid || txs[i].CreatedAtUnixMs != txs[0].CreatedAtUnixMs {
-				t.Errorf("submission %d: gid %q created %d, want %q created %d", i, txs[i].Gid, txs[i].CreatedAtUnixMs, gid, txs[0].CreatedAtUnixMs)
+			if txs[i].GID != gid || !txs[i].CreatedAt.Equal(txs[0].CreatedAt) {
+				t.Errorf("submission %d: gid %q created %v, want %q created %v", i, txs[i].GID, txs[i].CreatedAt, gid, txs[0].CreatedAt)
 			}
 		}
 		for _, path := range []string{"/b1/action", "/b2/action"} {
@@ -264,7 +264,7 @@ func TestSaga(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if now.UpdatedAtUnixMs != first.UpdatedAtUnixMs || now.Branches[0].PayloadBytes != int64(len(`{"qty":1}`)) {
+		if !now.UpdatedAt.Equal(first.UpdatedAt) || now.Branches[0].PayloadBytes != int64(len(`{"qty":1}`)) {
 			t.Errorf("the original transaction changed: %v", now)
 		}
 		if got := strings.Join(paths(p.received()), " "); got != "/a" {

@@ -68,11 +68,11 @@ func TestTwoPC(t *testing.T) {
 		}
 		wantStatus(t, tx, "succeeded")
 		for _, b := range []string{"1", "2"} {
-			if got := v.got(tx.Gid, b); !slices.Equal(got, []string{"prepare", "commit"}) {
+			if got := v.got(tx.GID, b); !slices.Equal(got, []string{"prepare", "commit"}) {
 				t.Errorf("branch %s got %v, want [prepare commit]", b, got)
 			}
 		}
-		if d, err := c.Decision(ctx, tx.Gid); err != nil || d != "commit" {
+		if d, err := c.Decision(ctx, tx.GID); err != nil || d != "commit" {
 			t.Errorf("decision %q, %v; want commit", d, err)
 		}
 	})
@@ -83,15 +83,15 @@ func TestTwoPC(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantStatus(t, tx, "aborted")
-		if got := v.got(tx.Gid, "inventory"); !slices.Equal(got, []string{"prepare"}) {
+		if got := v.got(tx.GID, "inventory"); !slices.Equal(got, []string{"prepare"}) {
 			t.Errorf("inventory (voted no) got %v, want only [prepare]", got)
 		}
 		// The order may get its abort after the outcome is reported
 		// (presumed abort needs no acknowledgement); wait for it.
 		eventually(t, 5*time.Second, "the order (voted yes) to get [prepare abort]", func() bool {
-			return slices.Equal(v.got(tx.Gid, "order"), []string{"prepare", "abort"})
+			return slices.Equal(v.got(tx.GID, "order"), []string{"prepare", "abort"})
 		})
-		if d, err := c.Decision(ctx, tx.Gid); err != nil || d != "abort" {
+		if d, err := c.Decision(ctx, tx.GID); err != nil || d != "abort" {
 			t.Errorf("decision %q, %v; want abort", d, err)
 		}
 	})
@@ -102,10 +102,10 @@ func TestTwoPC(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantStatus(t, tx, "succeeded")
-		if got := v.got(tx.Gid, "1"); !slices.Equal(got, []string{"prepare"}) {
+		if got := v.got(tx.GID, "1"); !slices.Equal(got, []string{"prepare"}) {
 			t.Errorf("read-only branch got %v, want only [prepare]", got)
 		}
-		if got := v.got(tx.Gid, "2"); !slices.Equal(got, []string{"prepare", "commit"}) {
+		if got := v.got(tx.GID, "2"); !slices.Equal(got, []string{"prepare", "commit"}) {
 			t.Errorf("yes branch got %v, want [prepare commit]", got)
 		}
 	})
@@ -121,15 +121,15 @@ func TestTwoPC(t *testing.T) {
 		if tx.StuckPhase != "committing" {
 			t.Errorf("stuck phase %q, want committing", tx.StuckPhase)
 		}
-		if d, err := c.Decision(ctx, tx.Gid); err != nil || d != "commit" {
+		if d, err := c.Decision(ctx, tx.GID); err != nil || d != "commit" {
 			t.Errorf("decision %q, %v; want commit (the decision stands while phase 2 is stuck)", d, err)
 		}
 		out := cli(t, "tx", "in-doubt", "-addr", srv.URL).wantExit(t, 0).stdout
 		var line string
 		for _, l := range strings.Split(out, "\n") {
-			if strings.HasPrefix(l, tx.Gid+" ") {
+			if strings.HasPrefix(l, tx.GID+" ") {
 				if line != "" {
-					t.Fatalf("more than one in-doubt branch for %s:\n%s", tx.Gid, out)
+					t.Fatalf("more than one in-doubt branch for %s:\n%s", tx.GID, out)
 				}
 				line = l
 			}
@@ -150,7 +150,7 @@ func TestTwoPC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Decision(ctx, tx.Gid); err == nil {
+		if _, err := c.Decision(ctx, tx.GID); err == nil {
 			t.Error("decision of a saga: no error")
 		}
 	})

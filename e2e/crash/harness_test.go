@@ -57,12 +57,12 @@ func describeTx(tx *client.Transaction) string {
 		return "<none>"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %s", tx.Gid, tx.Mode, tx.Status)
+	fmt.Fprintf(&b, "%s %s %s", tx.GID, tx.Mode, tx.Status)
 	if tx.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", tx.Reason)
 	}
 	for _, br := range tx.Branches {
-		fmt.Fprintf(&b, " [%s %s=%s %s=%s]", br.Id, br.ForwardOp, br.ForwardStatus, br.BackwardOp, br.BackwardStatus)
+		fmt.Fprintf(&b, " [%s %s=%s %s=%s]", br.ID, br.ForwardOp, br.ForwardStatus, br.BackwardOp, br.BackwardStatus)
 	}
 	return b.String()
 }
@@ -139,7 +139,7 @@ func checkOutcome(t *testing.T, l ledger, s sagaSpec, tx *client.Transaction) (s
 	for i, lg := range s.legs {
 		act := l.count(s.gid, i, lg, participant.OpAction)
 		comp := l.count(s.gid, i, lg, participant.OpCompensate)
-		switch tx.GetStatus() {
+		switch tx.Status {
 		case client.StatusSucceeded:
 			if act != 1 || comp != 0 {
 				t.Errorf("%s succeeded, but branch %s applied %d actions and %d compensations; want 1 and 0",

@@ -87,9 +87,9 @@ func TestBrokerServerRestartDuringDelivery(t *testing.T) {
 			t.Fatalf("wait %s: %v", g, err)
 		}
 		want(t, tx, "succeeded")
-		for _, b := range tx.GetBranches() {
-			if len(b.GetAttempts()) > 1 {
-				retried[b.GetId()]++
+		for _, b := range tx.Branches {
+			if len(b.Attempts) > 1 {
+				retried[b.ID]++
 			}
 		}
 	}
@@ -215,18 +215,18 @@ func TestRabbitMQServerRestartDuringDelivery(t *testing.T) {
 		tx, err := c.Wait(ctx, g)
 		if err != nil {
 			if tx, gerr := c.Get(t.Context(), g); gerr == nil {
-				for _, b := range tx.GetBranches() {
-					for _, a := range b.GetAttempts() {
-						t.Logf("%s branch %s attempt %d at %d: %s %s (%dus)", g, b.GetId(), a.GetNumber(), a.GetStartedAtUnixMs(), a.GetOutcome(), a.GetError(), a.GetDurationUs())
+				for _, b := range tx.Branches {
+					for _, a := range b.Attempts {
+						t.Logf("%s branch %s attempt %d at %s: %s %s (%v)", g, b.ID, a.Number, a.StartedAt.Format(time.RFC3339Nano), a.Outcome, a.Error, a.Duration)
 					}
 				}
-				t.Logf("status %s", tx.GetStatus())
+				t.Logf("status %s", tx.Status)
 			}
 			dumpGoroutines(t, srv)
 			t.Fatalf("wait %s: %v", g, err)
 		}
 		want(t, tx, "succeeded")
-		if len(tx.GetBranches()[0].GetAttempts()) > 1 {
+		if len(tx.Branches[0].Attempts) > 1 {
 			retried++
 		}
 	}

@@ -158,8 +158,8 @@ func TestBrokerDestinationErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	want(t, tx, "stuck")
-	if !strings.Contains(tx.GetStuckReason(), "stream") {
-		t.Errorf("stuck reason %q does not name the missing stream", tx.GetStuckReason())
+	if !strings.Contains(tx.StuckReason, "stream") {
+		t.Errorf("stuck reason %q does not name the missing stream", tx.StuckReason)
 	}
 	for _, bad := range []string{"amqp://127.0.0.1:notaport/", "nats://127.0.0.1:4222", "kafka://127.0.0.1:9092", "redis://127.0.0.1:6379/0?stream=s&bogus=1", "ftp://x/y"} {
 		_, err := c.NewMessage("").Payload("x").To(bad).Send(t.Context())

@@ -164,8 +164,8 @@ func settle(t *testing.T, c *client.Client, gid string) *client.Transaction {
 
 func want(t *testing.T, tx *client.Transaction, status string) {
 	t.Helper()
-	if tx.GetStatus() != status {
-		t.Fatalf("%s: status %q (reason %q, stuck %q), want %q", tx.GetGid(), tx.GetStatus(), tx.GetReason(), tx.GetStuckReason(), status)
+	if tx.Status != status {
+		t.Fatalf("%s: status %q (reason %q, stuck %q), want %q", tx.GID, tx.Status, tx.Reason, tx.StuckReason, status)
 	}
 }
 
@@ -256,8 +256,8 @@ func TestLocalTransactionFailsAbortsTheMessage(t *testing.T) {
 	}
 	tx := settle(t, c, m.GID())
 	want(t, tx, "aborted")
-	if !strings.Contains(tx.GetReason(), "out of stock") {
-		t.Errorf("reason %q does not carry the producer's", tx.GetReason())
+	if !strings.Contains(tx.Reason, "out of stock") {
+		t.Errorf("reason %q does not carry the producer's", tx.Reason)
 	}
 	if pay.attempts(m.GID()) != 0 {
 		t.Fatal("an aborted message was delivered")
@@ -293,8 +293,8 @@ func TestCheckBackDownNeedsAttention(t *testing.T) {
 	}
 	tx := settle(t, c, m.GID())
 	want(t, tx, "stuck")
-	if !strings.Contains(tx.GetStuckReason(), "check-back") {
-		t.Errorf("stuck reason %q does not name the check-back", tx.GetStuckReason())
+	if !strings.Contains(tx.StuckReason, "check-back") {
+		t.Errorf("stuck reason %q does not name the check-back", tx.StuckReason)
 	}
 	select {
 	case <-alerts:

@@ -105,7 +105,7 @@ func TestTopicFanOut(t *testing.T) {
 	want(t, tx, "succeeded")
 	var ids []string
 	for _, b := range tx.Branches {
-		ids = append(ids, b.Id)
+		ids = append(ids, b.ID)
 	}
 	if !slices.Equal(ids, []string{"orders:audit", "orders:billing", "orders:stock"}) {
 		t.Fatalf("destinations %q", ids)

@@ -112,7 +112,7 @@ func checkOutage(t *testing.T, storeURL string, down, up func()) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		before = append(before, tx.GetGid())
+		before = append(before, tx.GID)
 	}
 
 	down()
@@ -138,7 +138,7 @@ func checkOutage(t *testing.T, storeURL string, down, up func()) {
 	testenv.Eventually(t, 30*time.Second, "service resumes after the store returns", func() bool {
 		tx, err := c.NewSaga("").Add(ok, ok, "x").Submit(t.Context())
 		if err == nil {
-			after = tx.GetGid()
+			after = tx.GID
 		}
 		return err == nil
 	})
@@ -152,8 +152,8 @@ func checkOutage(t *testing.T, storeURL string, down, up func()) {
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		tx, err := c.Wait(ctx, gid)
 		cancel()
-		if err != nil || tx.GetStatus() != client.StatusSucceeded {
-			t.Fatalf("%s after the outage: %v %v", gid, tx.GetStatus(), err)
+		if err != nil || tx.Status != client.StatusSucceeded {
+			t.Fatalf("%s after the outage: %v %v", gid, tx.Status, err)
 		}
 	}
 }

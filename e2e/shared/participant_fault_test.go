@@ -37,12 +37,12 @@ func attempts(t *testing.T, c *client.Client, gid, id, op string) int {
 		t.Fatalf("get %s: %v", gid, err)
 	}
 	n := 0
-	for _, b := range tx.GetBranches() {
-		if b.GetId() != id {
+	for _, b := range tx.Branches {
+		if b.ID != id {
 			continue
 		}
-		for _, a := range b.GetAttempts() {
-			if a.GetOp() == op {
+		for _, a := range b.Attempts {
+			if a.Op == op {
 				n++
 			}
 		}
@@ -144,7 +144,7 @@ func TestParticipantHangs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tx.GetStatus() == client.StatusRunning {
+			if tx.Status == client.StatusRunning {
 				return false
 			}
 		}
@@ -154,8 +154,8 @@ func TestParticipantHangs(t *testing.T) {
 	out := k.checkEffects(t, c, gids, nil, 30*time.Second)
 	t.Logf("outcomes %v; calls received: %v", out, k.callsOf())
 	for _, gid := range short {
-		if tx, _ := c.Get(t.Context(), gid); tx.GetStatus() != client.StatusAborted {
-			t.Errorf("%s passed its deadline with its action hung, yet ended %s", gid, tx.GetStatus())
+		if tx, _ := c.Get(t.Context(), gid); tx.Status != client.StatusAborted {
+			t.Errorf("%s passed its deadline with its action hung, yet ended %s", gid, tx.Status)
 		}
 	}
 }

@@ -162,7 +162,7 @@ func checkPaused(t *testing.T, storeURL string) {
 		if err != nil || !client.Settled(tx) {
 			t.Fatalf("%s was not taken over and finished while its owner was paused: %v\n%s", gid, err, show(tx))
 		}
-		final[gid] = tx.GetStatus()
+		final[gid] = tx.Status
 	}
 	t.Logf("the survivors finished the paused node's sagas %v after the pause", time.Since(pausedAt).Round(time.Millisecond))
 	effectsBefore := k.applied(t)
@@ -184,8 +184,8 @@ func checkPaused(t *testing.T, storeURL string) {
 	// It still serves reads, from the store: the survivors' outcomes.
 	for _, gid := range held {
 		tx, err := clients[0].Get(t.Context(), gid)
-		if err != nil || tx.GetStatus() != final[gid] {
-			t.Errorf("%s: the resumed node says %v (%v), the survivors said %s\n%s", gid, tx.GetStatus(), err, final[gid], show(tx))
+		if err != nil || tx.Status != final[gid] {
+			t.Errorf("%s: the resumed node says %v (%v), the survivors said %s\n%s", gid, tx.Status, err, final[gid], show(tx))
 		}
 	}
 	stop()

@@ -26,10 +26,10 @@ func TestRetention(t *testing.T) {
 			var old []string
 			for i := range 30 {
 				tx, err := c.NewSaga(prefix+"-old-"+string(rune('a'+i%26))+string(rune('a'+i/26))).Add(ok, ok, "x").SubmitAndWait(t.Context())
-				if err != nil || tx.GetStatus() != client.StatusSucceeded {
-					t.Fatalf("saga: %v %v", tx.GetStatus(), err)
+				if err != nil || tx.Status != client.StatusSucceeded {
+					t.Fatalf("saga: %v %v", tx.Status, err)
 				}
-				old = append(old, tx.GetGid())
+				old = append(old, tx.GID)
 			}
 			testenv.Eventually(t, 20*time.Second, "old finished sagas deleted", func() bool {
 				txs, _, err := c.List(t.Context(), client.ListOptions{GIDPrefix: prefix + "-old-", Limit: 100})
@@ -40,7 +40,7 @@ func TestRetention(t *testing.T) {
 				t.Fatal(err)
 			}
 			txs, _, err := c.List(t.Context(), client.ListOptions{GIDPrefix: prefix + "-new", Limit: 10})
-			if err != nil || len(txs) != 1 || txs[0].GetGid() != fresh.GetGid() {
+			if err != nil || len(txs) != 1 || txs[0].GID != fresh.GID {
 				t.Fatalf("a fresh saga is not listed: %v %v", txs, err)
 			}
 			if _, err := c.Get(t.Context(), old[0]); err == nil {

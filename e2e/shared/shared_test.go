@@ -216,19 +216,19 @@ func killOneOfThree(t *testing.T, storeURL string) {
 			t.Fatalf("%s (accepted) did not finish %v after the kill: %v", gid, time.Since(killedAt), err)
 		}
 		other, err := clients[2-i%2].Get(t.Context(), gid)
-		if err != nil || other.GetStatus() != tx.GetStatus() {
-			t.Fatalf("%s: node %d says %s, the other node %v (%v)", gid, 1+i%2, tx.GetStatus(), other.GetStatus(), err)
+		if err != nil || other.Status != tx.Status {
+			t.Fatalf("%s: node %d says %s, the other node %v (%v)", gid, 1+i%2, tx.Status, other.Status, err)
 		}
-		outcomes[tx.GetStatus()]++
-		if at := time.UnixMilli(tx.GetUpdatedAtUnixMs()); at.After(lastDone) {
+		outcomes[tx.Status]++
+		if at := tx.UpdatedAt; at.After(lastDone) {
 			lastDone = at
 			if testing.Verbose() {
-				t.Logf("latest so far: %s created %v after the kill, updated %v after: %v", gid, time.UnixMilli(tx.GetCreatedAtUnixMs()).Sub(killedAt), at.Sub(killedAt), tx)
+				t.Logf("latest so far: %s created %v after the kill, updated %v after: %v", gid, tx.CreatedAt.Sub(killedAt), at.Sub(killedAt), tx)
 			}
 		}
 		eff := bk.effects(t, gid)
 		_, rejected := bk.reject.Load(gid)
-		switch tx.GetStatus() {
+		switch tx.Status {
 		case "succeeded":
 			if rejected || eff["a"] != [2]int{1, 0} || eff["b"] != [2]int{1, 0} {
 				t.Fatalf("%s succeeded with effects %v (reject=%v)", gid, eff, rejected)
@@ -240,7 +240,7 @@ func killOneOfThree(t *testing.T, storeURL string) {
 				}
 			}
 		default:
-			t.Fatalf("%s ended %s (%s)", gid, tx.GetStatus(), tx.GetStuckReason())
+			t.Fatalf("%s ended %s (%s)", gid, tx.Status, tx.StuckReason)
 		}
 	}
 	took := lastDone.Sub(killedAt).Round(time.Millisecond)

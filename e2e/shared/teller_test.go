@@ -253,7 +253,7 @@ func (k *teller) checkEffects(t *testing.T, c *client.Client, accepted, maybe []
 			t.Fatalf("%s (accepted %v) did not settle within %v: %v\n%s", gid, mustExist, within, err, show(tx))
 		}
 		final[gid] = tx
-		out[tx.GetStatus()]++
+		out[tx.Status]++
 	}
 	for _, gid := range accepted {
 		settle(gid, true)
@@ -279,16 +279,16 @@ func (k *teller) checkEffects(t *testing.T, c *client.Client, accepted, maybe []
 			if a != [2]int{} || b != [2]int{} {
 				bad = "never accepted, yet has effects"
 			}
-		case tx.GetStatus() == client.StatusSucceeded:
+		case tx.Status == client.StatusSucceeded:
 			if reject[gid] || a != [2]int{1, 0} || b != [2]int{1, 0} {
 				bad = "succeeded; want each action once and no compensation"
 			}
-		case tx.GetStatus() == client.StatusAborted:
+		case tx.Status == client.StatusAborted:
 			if a[0] > 1 || a[0] != a[1] || b[0] > 1 || b[0] != b[1] || (reject[gid] && b[0] != 0) {
 				bad = "aborted; want each branch net zero, at most once"
 			}
 		default:
-			bad = "ended " + tx.GetStatus()
+			bad = "ended " + tx.Status
 		}
 		if bad != "" {
 			t.Errorf("%s: %s: effects a(action, compensate)=%v b=%v, refuse b=%v; calls received %v\n%s",

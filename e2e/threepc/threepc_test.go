@@ -23,7 +23,7 @@ func TestCommit(t *testing.T) {
 	}
 	for _, br := range tx.Branches {
 		if br.ForwardOp != "can-commit" || br.MidOp != "pre-commit" || br.MidStatus != "done" || br.BackwardOp != "do-commit" || br.BackwardStatus != "done" {
-			t.Errorf("branch %s: %+v", br.Id, br)
+			t.Errorf("branch %s: %+v", br.ID, br)
 		}
 	}
 	a.wantBalance(70, 0)
@@ -49,7 +49,7 @@ func TestNoAtCanCommit(t *testing.T) {
 	}
 	for _, br := range tx.Branches {
 		if br.MidStatus != "idle" {
-			t.Errorf("branch %s: pre-commit %s, want idle (never sent)", br.Id, br.MidStatus)
+			t.Errorf("branch %s: pre-commit %s, want idle (never sent)", br.ID, br.MidStatus)
 		}
 	}
 	a.wantBalance(100, 0)

@@ -158,7 +158,7 @@ func TestBankTransfersSurviveKills(t *testing.T) {
 				callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 				tx, err := tp.SubmitAndWait(callCtx)
 				cancel()
-				if err == nil && tx.GetStatus() == client.StatusSucceeded {
+				if err == nil && tx.Status == client.StatusSucceeded {
 					succeeded.Add(1)
 				}
 				if err != nil { // the coordinator died: back off, the next one is current soon

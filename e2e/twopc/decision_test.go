@@ -50,7 +50,7 @@ func checkDecisions(t *testing.T, c *coord, prefix string, gids []string, banks 
 			t.Fatalf("%s did not settle within %v of the last restart: %v\n%s", gid, settleTimeout, err, show(tx))
 		}
 		final[gid] = tx
-		out[tx.GetStatus()]++
+		out[tx.Status]++
 	}
 	t.Logf("coordinator's outcomes: %v", out)
 
@@ -87,7 +87,7 @@ func checkDecisions(t *testing.T, c *coord, prefix string, gids []string, banks 
 		tx := final[gid]
 		status := statusUnknown
 		if tx != nil {
-			status = tx.GetStatus()
+			status = tx.Status
 		}
 		var on []string
 		for i, b := range banks {

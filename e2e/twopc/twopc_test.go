@@ -50,8 +50,8 @@ func TestInventoryVotesNo(t *testing.T) {
 	s.inventory.release()
 
 	tx := wait(t, done, settleTimeout, "the outcome")
-	if tx.GetStatus() != client.StatusAborted {
-		t.Fatalf("status %s (%s), want aborted", tx.GetStatus(), tx.GetReason())
+	if tx.Status != client.StatusAborted {
+		t.Fatalf("status %s (%s), want aborted", tx.Status, tx.Reason)
 	}
 	s.expectNothingPrepared(gid)
 	s.expectUnchanged(gid, 0)
@@ -69,8 +69,8 @@ func TestCommit(t *testing.T) {
 	c := startCoord(t, t.TempDir(), "")
 	gid := s.newGID()
 	tx := wait(t, submit(t, s.twoPC(c.Client, gid, 2)), settleTimeout, "the outcome")
-	if tx.GetStatus() != client.StatusSucceeded {
-		t.Fatalf("status %s (%s), want succeeded", tx.GetStatus(), tx.GetReason())
+	if tx.Status != client.StatusSucceeded {
+		t.Fatalf("status %s (%s), want succeeded", tx.Status, tx.Reason)
 	}
 	s.expectNothingPrepared(gid)
 	if !s.orderVisible(gid) || s.stockLeft() != initialStock-2 || s.customerOrders() != 1 {
@@ -113,8 +113,8 @@ func TestKilledBeforeDecision(t *testing.T) {
 
 	c = c.Restart()
 	tx := c.WaitSettled(gid)
-	if tx.GetStatus() != client.StatusAborted {
-		t.Fatalf("status %s after restart, want aborted", tx.GetStatus())
+	if tx.Status != client.StatusAborted {
+		t.Fatalf("status %s after restart, want aborted", tx.Status)
 	}
 	s.expectNothingPrepared(gid)
 	if err := wait(t, blocked, settleTimeout, "the blocked update"); err != nil {
@@ -146,8 +146,8 @@ func TestKilledAfterDecision(t *testing.T) {
 
 	c = c.Restart()
 	tx := c.WaitSettled(gid)
-	if tx.GetStatus() != client.StatusSucceeded {
-		t.Fatalf("status %s (%s) after restart, want succeeded", tx.GetStatus(), tx.GetReason())
+	if tx.Status != client.StatusSucceeded {
+		t.Fatalf("status %s (%s) after restart, want succeeded", tx.Status, tx.Reason)
 	}
 	s.expectNothingPrepared(gid)
 	if !s.orderVisible(gid) || s.stockLeft() != initialStock-2 || s.customerOrders() != 1 {
@@ -176,8 +176,8 @@ func TestParticipantDownAfterVote(t *testing.T) {
 		t.Fatal("the order branch should still be prepared and invisible")
 	}
 	s.order.phase2Down.Store(false)
-	if tx = c.WaitSettled(tx.Gid); tx.GetStatus() != client.StatusSucceeded {
-		t.Fatalf("status %s (%s), want succeeded", tx.GetStatus(), tx.GetReason())
+	if tx = c.WaitSettled(tx.GID); tx.Status != client.StatusSucceeded {
+		t.Fatalf("status %s (%s), want succeeded", tx.Status, tx.Reason)
 	}
 	s.expectNothingPrepared(gid)
 	if !s.orderVisible(gid) || s.stockLeft() != initialStock-2 {
@@ -218,8 +218,8 @@ func TestResolverCommitsForDeadParticipant(t *testing.T) {
 		t.Fatal("the resolver did not commit the order branch")
 	}
 	s.order.phase2Down.Store(false)
-	if tx := c.WaitSettled(gid); tx.GetStatus() != client.StatusSucceeded {
-		t.Fatalf("status %s (%s), want succeeded", tx.GetStatus(), tx.GetReason())
+	if tx := c.WaitSettled(gid); tx.Status != client.StatusSucceeded {
+		t.Fatalf("status %s (%s), want succeeded", tx.Status, tx.Reason)
 	}
 	s.expectNothingPrepared(gid)
 	if s.stockLeft() != initialStock-2 || s.customerOrders() != 1 {

@@ -228,7 +228,7 @@ func TestAddr(t *testing.T) {
 			}
 			for _, tx := range all {
 				if tx.Status != client.StatusSucceeded {
-					t.Errorf("%s is %s after the run, want succeeded", tx.Gid, tx.Status)
+					t.Errorf("%s is %s after the run, want succeeded", tx.GID, tx.Status)
 				}
 			}
 		})

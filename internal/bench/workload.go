@@ -97,8 +97,8 @@ func tccTxn(c *client.Client, p *participants, gid func() string) txnFunc {
 }
 
 func succeeded(mode string, tx *client.Transaction) error {
-	if tx.GetStatus() != client.StatusSucceeded {
-		return fmt.Errorf("%s %s ended %s", mode, tx.GetGid(), tx.GetStatus())
+	if tx.Status != client.StatusSucceeded {
+		return fmt.Errorf("%s %s ended %s", mode, tx.GID, tx.Status)
 	}
 	return nil
 }

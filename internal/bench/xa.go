@@ -289,7 +289,7 @@ func (w *xaWorkload) txn(c *client.Client) txnFunc {
 			return err // outcome unknown: finish waits for it
 		}
 		w.track(gid, false)
-		if tx.GetStatus() == client.StatusSucceeded {
+		if tx.Status == client.StatusSucceeded {
 			w.committed.Add(1)
 		}
 		return succeeded(ModeTwoPCXA, tx)
@@ -316,7 +316,7 @@ func (w *xaWorkload) finish(ctx context.Context, c *client.Client) (xaCheck, err
 	for _, gid := range gids {
 		wg.Go(func() {
 			tx, err := c.Wait(sctx, gid)
-			if err == nil && tx.GetStatus() == client.StatusSucceeded {
+			if err == nil && tx.Status == client.StatusSucceeded {
 				w.committed.Add(1)
 			}
 		})

@@ -76,7 +76,7 @@ func Sub(args []string, env Env) error {
 		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TOPIC\tSUBSCRIBER\tURL\tUPDATED (UTC)")
 		for _, s := range subs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Topic, s.Subscriber, s.Url, stamp(s.UpdatedAtUnixMs))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Topic, s.Subscriber, s.Url, stampMs(s.UpdatedAtUnixMs))
 		}
 		tw.Flush()
 		return nil

@@ -11,8 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/concordtm/concord/client"
 )
 
@@ -155,7 +153,7 @@ func inDoubt(ctx context.Context, w io.Writer, c *client.Client, asJSON bool) er
 			if b.BackwardOp == "" {
 				phase2 = "awaiting decision"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\tyes\t%s\t%s\n", t.Gid, t.Status, b.Id, phase2, b.ForwardUrl)
+			fmt.Fprintf(tw, "%s\t%s\t%s\tyes\t%s\t%s\n", t.GID, t.Status, b.ID, phase2, b.ForwardURL)
 			n++
 		}
 	}
@@ -165,62 +163,61 @@ func inDoubt(ctx context.Context, w io.Writer, c *client.Client, asJSON bool) er
 }
 
 func printJSON(w io.Writer, txs []*client.Transaction) error {
-	var out []json.RawMessage
-	for _, t := range txs {
-		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(t)
-		if err != nil {
-			return err
-		}
-		out = append(out, b)
-	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if len(out) == 1 {
-		return enc.Encode(out[0])
+	if len(txs) == 1 {
+		return enc.Encode(txs[0]) // the API's JSON (client.Transaction.MarshalJSON)
 	}
-	return enc.Encode(out)
+	return enc.Encode(txs)
 }
 
-func stamp(ms int64) string {
+func stampMs(ms int64) string {
 	if ms == 0 {
 		return "-"
 	}
-	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05.000")
+	return stamp(time.UnixMilli(ms))
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.000")
 }
 
 func printList(w io.Writer, txs []*client.Transaction) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GID\tMODE\tSTATUS\tBRANCHES\tCREATED (UTC)\tREASON")
 	for _, t := range txs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Gid, t.Mode, t.Status, len(t.Branches), stamp(t.CreatedAtUnixMs), t.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.GID, t.Mode, t.Status, len(t.Branches), stamp(t.CreatedAt), t.Reason)
 	}
 	tw.Flush()
 }
 
 // PrintTransaction writes a transaction and every branch's history.
 func PrintTransaction(w io.Writer, t *client.Transaction) {
-	fmt.Fprintf(w, "gid:       %s\n", t.Gid)
+	fmt.Fprintf(w, "gid:       %s\n", t.GID)
 	fmt.Fprintf(w, "mode:      %s\n", t.Mode)
 	fmt.Fprintf(w, "status:    %s\n", t.Status)
 	if t.StuckPhase != "" {
-		fmt.Fprintf(w, "stuck in:  %s (concord tx retry %s resumes it)\n", t.StuckPhase, t.Gid)
+		fmt.Fprintf(w, "stuck in:  %s (concord tx retry %s resumes it)\n", t.StuckPhase, t.GID)
 		fmt.Fprintf(w, "stuck by:  %s\n", t.StuckReason)
 	}
 	if t.Reason != "" {
 		fmt.Fprintf(w, "reason:    %s\n", t.Reason)
 	}
-	fmt.Fprintf(w, "created:   %s\n", stamp(t.CreatedAtUnixMs))
-	fmt.Fprintf(w, "decided:   %s\n", stamp(t.DecidedAtUnixMs))
-	if t.DecidedAtUnixMs != 0 {
-		fmt.Fprintf(w, "decision:  %s, durable at %s\n", decision(t), relTime(t.DecidedAtUnixMs-t.CreatedAtUnixMs))
+	fmt.Fprintf(w, "created:   %s\n", stamp(t.CreatedAt))
+	fmt.Fprintf(w, "decided:   %s\n", stamp(t.DecidedAt))
+	if !t.DecidedAt.IsZero() {
+		fmt.Fprintf(w, "decision:  %s, durable at %s\n", decision(t), relTime(t.DecidedAt.Sub(t.CreatedAt)))
 	}
-	fmt.Fprintf(w, "updated:   %s\n", stamp(t.UpdatedAtUnixMs))
-	fmt.Fprintf(w, "deadline:  %s\n", stamp(t.DeadlineUnixMs))
+	fmt.Fprintf(w, "updated:   %s\n", stamp(t.UpdatedAt))
+	fmt.Fprintf(w, "deadline:  %s\n", stamp(t.Deadline))
 	fmt.Fprintf(w, "attempts:  %d (times below are since created)\n", t.TotalAttempts)
 	for _, b := range t.Branches {
-		fmt.Fprintf(w, "\nbranch %s  %s=%s  %s=%s  payload %d B\n", b.Id, b.ForwardOp, b.ForwardStatus, b.BackwardOp, b.BackwardStatus, b.PayloadBytes)
-		fmt.Fprintf(w, "  %-10s %s\n", b.ForwardOp, b.ForwardUrl)
-		fmt.Fprintf(w, "  %-10s %s\n", b.BackwardOp, b.BackwardUrl)
+		fmt.Fprintf(w, "\nbranch %s  %s=%s  %s=%s  payload %d B\n", b.ID, b.ForwardOp, b.ForwardStatus, b.BackwardOp, b.BackwardStatus, b.PayloadBytes)
+		fmt.Fprintf(w, "  %-10s %s\n", b.ForwardOp, b.ForwardURL)
+		fmt.Fprintf(w, "  %-10s %s\n", b.BackwardOp, b.BackwardURL)
 		if len(b.After) > 0 {
 			fmt.Fprintf(w, "  after      %s\n", strings.Join(b.After, ", "))
 		}
@@ -229,10 +226,10 @@ func PrintTransaction(w io.Writer, t *client.Transaction) {
 		}
 		if b.RetryingOp != "" {
 			fmt.Fprintf(w, "  retrying   %s next at %s, %d calls left before it is given up\n", b.RetryingOp,
-				relTime(b.NextRetryAtUnixMs-t.CreatedAtUnixMs), b.AttemptsLeft)
+				relTime(b.NextRetryAt.Sub(t.CreatedAt)), b.AttemptsLeft)
 		}
 		for _, a := range b.Attempts {
-			line := fmt.Sprintf("  %9s  %-10s #%-2d %-9s %8.1fms", relTime(a.StartedAtUnixMs-t.CreatedAtUnixMs), a.Op, a.Number, a.Outcome, float64(a.DurationUs)/1000)
+			line := fmt.Sprintf("  %9s  %-10s #%-2d %-9s %8.1fms", relTime(a.StartedAt.Sub(t.CreatedAt)), a.Op, a.Number, a.Outcome, float64(a.Duration)/float64(time.Millisecond))
 			if a.Error != "" {
 				line += "  " + a.Error
 			}
@@ -242,7 +239,8 @@ func PrintTransaction(w io.Writer, t *client.Transaction) {
 }
 
 // relTime renders a time since the transaction was accepted.
-func relTime(ms int64) string {
+func relTime(d time.Duration) string {
+	ms := d.Milliseconds()
 	if ms < 10_000 {
 		return fmt.Sprintf("+%dms", ms)
 	}

@@ -3,24 +3,26 @@ package cli
 import (
 	"strings"
 	"testing"
+	"time"
 
-	v1 "github.com/concordtm/concord/gen/concord/v1"
+	"github.com/concordtm/concord/client"
 )
 
 func TestPrintTransactionTimeline(t *testing.T) {
-	const created = 1_700_000_000_000
-	tx := &v1.Transaction{
-		Gid: "order-1", Mode: "saga", Status: "aborted", Reason: "branch 2 rejected: out of stock",
-		CreatedAtUnixMs: created, DecidedAtUnixMs: created + 9, UpdatedAtUnixMs: created + 12, TotalAttempts: 3,
-		Branches: []*v1.Branch{
-			{Id: "1", ForwardOp: "action", BackwardOp: "compensate", ForwardStatus: "done", BackwardStatus: "done", PayloadBytes: 5,
-				Attempts: []*v1.Attempt{
-					{Op: "action", Number: 1, StartedAtUnixMs: created + 2, DurationUs: 2900, Outcome: "success"},
-					{Op: "compensate", Number: 1, StartedAtUnixMs: created + 10, DurationUs: 1900, Outcome: "success"},
+	created := time.UnixMilli(1_700_000_000_000)
+	at := func(ms int) time.Time { return created.Add(time.Duration(ms) * time.Millisecond) }
+	tx := &client.Transaction{
+		GID: "order-1", Mode: "saga", Status: "aborted", Reason: "branch 2 rejected: out of stock",
+		CreatedAt: created, DecidedAt: at(9), UpdatedAt: at(12), TotalAttempts: 3,
+		Branches: []client.BranchState{
+			{ID: "1", ForwardOp: "action", BackwardOp: "compensate", ForwardStatus: "done", BackwardStatus: "done", PayloadBytes: 5,
+				Attempts: []client.Attempt{
+					{Op: "action", Number: 1, StartedAt: at(2), Duration: 2900 * time.Microsecond, Outcome: "success"},
+					{Op: "compensate", Number: 1, StartedAt: at(10), Duration: 1900 * time.Microsecond, Outcome: "success"},
 				}},
-			{Id: "2", ForwardOp: "action", BackwardOp: "compensate", ForwardStatus: "rejected", BackwardStatus: "skipped",
-				ForwardUnsure: true, RetryingOp: "compensate", NextRetryAtUnixMs: created + 40, AttemptsLeft: 3,
-				Attempts: []*v1.Attempt{{Op: "action", Number: 1, StartedAtUnixMs: created + 6, DurationUs: 2200, Outcome: "rejected", Error: "out of stock"}}},
+			{ID: "2", ForwardOp: "action", BackwardOp: "compensate", ForwardStatus: "rejected", BackwardStatus: "skipped",
+				ForwardUnsure: true, RetryingOp: "compensate", NextRetryAt: at(40), AttemptsLeft: 3,
+				Attempts: []client.Attempt{{Op: "action", Number: 1, StartedAt: at(6), Duration: 2200 * time.Microsecond, Outcome: "rejected", Error: "out of stock"}}},
 		},
 	}
 	var b strings.Builder

@@ -308,7 +308,7 @@ func runMode(ctx context.Context, c *client.Client, mode, dir string, xdb *xaDBs
 		if err != nil {
 			return mr, checks, fmt.Errorf("demo: %s purchase %d: %w", mode, i+1, err)
 		}
-		pr.Status, pr.Reason = tx.GetStatus(), tx.GetReason()
+		pr.Status, pr.Reason = tx.Status, tx.Reason
 		if pr.After, err = sh.snapshot(ctx); err != nil {
 			return mr, checks, err
 		}
@@ -403,9 +403,9 @@ func report(out *console, mode string, sc scenario, pr Purchase, tx *client.Tran
 		outcome += ": " + strings.ReplaceAll(pr.Reason, participant.ErrRejected.Error()+": ", "")
 	}
 	out.printf("  %-11s %-11s gid=%s  %s\n", "[concord]", "outcome", pr.GID, outcome)
-	for _, b := range tx.GetBranches() {
+	for _, b := range tx.Branches {
 		out.printf("  %-11s %-11s %s %-10s %s %s, %s %s\n", "", "", strings.Repeat(" ", len("gid=")+len(pr.GID)+1),
-			b.GetId(), b.GetForwardOp(), b.GetForwardStatus(), b.GetBackwardOp(), b.GetBackwardStatus())
+			b.ID, b.ForwardOp, b.ForwardStatus, b.BackwardOp, b.BackwardStatus)
 	}
 	if mode == ModeTwoPC && pr.Status == client.StatusAborted {
 		out.printf("  %-11s %-11s %s  (an abort is sent once and not awaited: presumed abort)\n", "", "", strings.Repeat(" ", len("gid=")+len(pr.GID)))

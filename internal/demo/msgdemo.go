@@ -453,8 +453,8 @@ func (m *msgShop) announce(ctx context.Context, orderGID string, p purchase) err
 		if err != nil {
 			return err
 		}
-		if tx.GetStatus() != "prepared" {
-			lastErr = fmt.Errorf("message %s is %s already", gid, tx.GetStatus())
+		if tx.Status != "prepared" {
+			lastErr = fmt.Errorf("message %s is %s already", gid, tx.Status)
 			continue // look again: recorded by a concurrent delivery, or dropped
 		}
 		what := "the payment went through"
@@ -572,10 +572,10 @@ func (m *msgShop) purchase(ctx context.Context, pr *Purchase, p purchase) error 
 	if err != nil {
 		return err
 	}
-	pr.Messages = append(pr.Messages, MessageReport{GID: pr.GID, Event: evOrderCreated, Status: tx.GetStatus()})
-	out.printf("  %-11s %-11s gid=%s  %q: %s (payment and inventory acknowledged)\n", "[concord]", "outcome", pr.GID, evOrderCreated, strings.ToUpper(tx.GetStatus()))
-	if tx.GetStatus() != client.StatusSucceeded {
-		return fmt.Errorf("%q ended %s (%s)", evOrderCreated, tx.GetStatus(), tx.GetReason()+tx.GetStuckReason())
+	pr.Messages = append(pr.Messages, MessageReport{GID: pr.GID, Event: evOrderCreated, Status: tx.Status})
+	out.printf("  %-11s %-11s gid=%s  %q: %s (payment and inventory acknowledged)\n", "[concord]", "outcome", pr.GID, evOrderCreated, strings.ToUpper(tx.Status))
+	if tx.Status != client.StatusSucceeded {
+		return fmt.Errorf("%q ended %s (%s)", evOrderCreated, tx.Status, tx.Reason+tx.StuckReason)
 	}
 
 	var outcome, reason string
@@ -611,9 +611,9 @@ func (m *msgShop) purchase(ctx context.Context, pr *Purchase, p purchase) error 
 	if tx, err = m.c.Wait(ctx, follow.String); err != nil {
 		return err
 	}
-	pr.Messages = append(pr.Messages, MessageReport{GID: follow.String, Event: event, Status: tx.GetStatus()})
-	pr.Status = tx.GetStatus()
-	out.printf("  %-11s %-11s gid=%s  %q: %s (order and inventory acknowledged)\n", "[concord]", "outcome", follow.String, event, strings.ToUpper(tx.GetStatus()))
+	pr.Messages = append(pr.Messages, MessageReport{GID: follow.String, Event: event, Status: tx.Status})
+	pr.Status = tx.Status
+	out.printf("  %-11s %-11s gid=%s  %q: %s (order and inventory acknowledged)\n", "[concord]", "outcome", follow.String, event, strings.ToUpper(tx.Status))
 	if pr.After, err = m.snapshot(ctx); err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func runTwoPC(ctx context.Context, c *client.Client, sh *shop, gid string, p pur
 	if err != nil {
 		return nil, err
 	}
-	if tx.GetStatus() == client.StatusAborted {
+	if tx.Status == client.StatusAborted {
 		announceDecision(out, gid, participant.OpAbort)
 	}
 	for _, s := range sh.services() {

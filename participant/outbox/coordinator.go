@@ -189,7 +189,7 @@ func (s *coordinatorSink) sendOne(ctx context.Context, m Message) error {
 	if err != nil {
 		return s.classify(m, gid, err)
 	}
-	if !s.cfg.WaitDelivered || tx.GetStatus() == client.StatusSucceeded {
+	if !s.cfg.WaitDelivered || tx.Status == client.StatusSucceeded {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
@@ -200,10 +200,10 @@ func (s *coordinatorSink) sendOne(ctx context.Context, m Message) error {
 		return fmt.Errorf("outbox: message %s (gid %s) accepted but not delivered within %v; its key waits", m.ID, gid, s.cfg.WaitTimeout)
 	case err != nil:
 		return fmt.Errorf("outbox: wait for message %s (gid %s): %w", m.ID, gid, err)
-	case tx.GetStatus() != client.StatusSucceeded:
+	case tx.Status != client.StatusSucceeded:
 		// Stuck: a destination kept failing. Retryable: an operator's
 		// retry on the coordinator settles it, and the key waits for that.
-		return fmt.Errorf("outbox: message %s (gid %s) is %s on the coordinator (%s); its key waits for an operator's retry", m.ID, gid, tx.GetStatus(), tx.GetStuckReason())
+		return fmt.Errorf("outbox: message %s (gid %s) is %s on the coordinator (%s); its key waits for an operator's retry", m.ID, gid, tx.Status, tx.StuckReason)
 	}
 	return nil
 }

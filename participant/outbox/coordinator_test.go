@@ -152,8 +152,8 @@ func TestCoordinatorSinkResendIsIdempotent(t *testing.T) {
 	for _, m := range msgs {
 		gid := MessageGID("shop", m.ID)
 		tx, err := c.Get(t.Context(), gid)
-		if err != nil || tx.GetStatus() != client.StatusSucceeded {
-			t.Fatalf("%s: %v, %v", gid, tx.GetStatus(), err)
+		if err != nil || tx.Status != client.StatusSucceeded {
+			t.Fatalf("%s: %v, %v", gid, tx.Status, err)
 		}
 	}
 	if n := cons.count(); len(n) != 2 || n["shop:order-1"] != 1 || n[MessageGID("shop", "order/2")] != 1 {
@@ -248,8 +248,8 @@ func TestCoordinatorSinkRelayCrash(t *testing.T) {
 	for i := range n {
 		gid := MessageGID("svc", "m"+strconv.Itoa(i))
 		tx, err := c.Wait(t.Context(), gid)
-		if err != nil || tx.GetStatus() != client.StatusSucceeded {
-			t.Fatalf("%s: %s, %v", gid, tx.GetStatus(), err)
+		if err != nil || tx.Status != client.StatusSucceeded {
+			t.Fatalf("%s: %s, %v", gid, tx.Status, err)
 		}
 	}
 	if got := cons.count(); len(got) != n {
@@ -305,8 +305,8 @@ func TestCoordinatorSinkOrderAtTheConsumer(t *testing.T) {
 				Options: client.Options{RetryInitial: 100 * time.Millisecond, RetryMax: 100 * time.Millisecond}, WaitDelivered: wait})
 			drain(t, o.NewRelay(db, sink, RelayConfig{BatchSize: n}))
 			for i := range n {
-				if tx, err := c.Wait(t.Context(), MessageGID("ord", "m-"+strconv.Itoa(i))); err != nil || tx.GetStatus() != client.StatusSucceeded {
-					t.Fatalf("message %d: %s, %v", i, tx.GetStatus(), err)
+				if tx, err := c.Wait(t.Context(), MessageGID("ord", "m-"+strconv.Itoa(i))); err != nil || tx.Status != client.StatusSucceeded {
+					t.Fatalf("message %d: %s, %v", i, tx.Status, err)
 				}
 			}
 			inOrder := true

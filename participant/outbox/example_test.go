@@ -70,7 +70,7 @@ func ExampleCoordinatorSink() {
 	n, err := relay.RunOnce(ctx) // in a service: go relay.Run(ctx)
 	fmt.Println("relayed:", n, err)
 	msg, _ := c.Get(ctx, outbox.MessageGID("shop", "order-42-created"))
-	fmt.Println("message:", msg.GetGid(), msg.GetStatus())
+	fmt.Println("message:", msg.GID, msg.Status)
 	// Output:
 	// billing: {"order":42} (Concord-Gid shop:order-42-created)
 	// relayed: 1 <nil>

@@ -2191,8 +2191,9 @@ func (x *AbortTransactionResponse) GetTransaction() *Transaction {
 type Transaction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Gid   string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
-	Mode  string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"` // saga | tcc
-	// running | confirming | compensating | cancelling | succeeded |
+	Mode  string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"` // saga | tcc | 2pc | 3pc | msg
+	// running | prepared | precommitting | confirming | compensating |
+	// cancelling | committing | delivering | succeeded |
 	// aborted | stuck
 	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
 	// Why the transaction aborted or is stuck.
