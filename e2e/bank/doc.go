@@ -24,8 +24,12 @@
 //	CONCORD_BANK_DURATION=5m go test -race -count=1 -run 'TestBank/embedded' -timeout 20m ./e2e/bank/
 //
 // CONCORD_BANK_DURATION sets how long each subtest keeps the load, the
-// faults and the kills going (default 35s, 10s with -short); the seed
+// faults and the kills going (default 35s, 10s with -short). The seed
 // printed at the start, passed back in CONCORD_BANK_SEED, replays the same
-// workload, fault draws and kill schedule (the interleaving with the real
-// processes and databases still varies).
+// transfers and kill schedule; the faults are drawn from the same sequence
+// but in the order calls arrive, which, like the interleaving with the real
+// processes and databases, varies from run to run. A failure prints, for
+// each offending gid, the transaction as `concord tx show` prints it, the
+// fault drawn for each participant call, and its ledger and barrier rows in
+// both databases; the tables are kept for inspection.
 package bank
