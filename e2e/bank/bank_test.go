@@ -24,6 +24,9 @@ import (
 const (
 	EnvDuration = "CONCORD_BANK_DURATION" // load, faults and kills per subtest (a Go duration)
 	EnvSeed     = "CONCORD_BANK_SEED"     // replays a workload and kill schedule
+	// EnvInstances=fixed gives the shared coordinators fixed -instance
+	// names, kept across restarts, instead of a random name per start.
+	EnvInstances = "CONCORD_BANK_INSTANCES"
 )
 
 const (
@@ -53,8 +56,13 @@ func TestBank(t *testing.T) {
 		c := newRun(t)
 		storeURL := withParam(testenv.PostgresDSN(), "table_prefix="+testenv.UniqueName(t, "bk")+"_")
 		t.Cleanup(func() { dropStore(storeURL) })
-		c.cluster = newCluster(t, 2, func(int) []string {
-			return append(coordFlags(branchTimeout), "-store", storeURL, "-lease-ttl", "2s")
+		fixed := os.Getenv(EnvInstances) == "fixed"
+		c.cluster = newCluster(t, 2, func(i int) []string {
+			args := append(coordFlags(branchTimeout), "-store", storeURL, "-lease-ttl", "2s")
+			if fixed {
+				args = append(args, "-instance", fmt.Sprintf("coord-%c", 'a'+i))
+			}
+			return args
 		}, c.clientOpts()...)
 		c.run()
 	})
