@@ -143,6 +143,7 @@ func duration(t *testing.T) time.Duration {
 func (r *run) run() {
 	t := r.t
 	start := time.Now()
+	t.Logf("load, faults and kills from %s UTC for %v, %d workers", start.UTC().Format("15:04:05.000"), r.duration, workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	work, cancelWork := context.WithCancel(t.Context())
