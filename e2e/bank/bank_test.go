@@ -315,7 +315,10 @@ func (r *run) runTCC(ctx context.Context, tr *transfer) error {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	tx, err := cl.RunTCC(tctx, tr.gid, client.Options{}, func(ctx context.Context, t *client.TCC) error {
+	// RunTCC's error (a refused or unknown Try, a coordinator that died)
+	// matters less than where the transaction is: settled, or resolved
+	// below.
+	tx, _ := cl.RunTCC(tctx, tr.gid, client.Options{}, func(ctx context.Context, t *client.TCC) error {
 		if _, err := t.CallBranch(ctx, debit, tr.debit, tr.from.URL(participant.OpTry), tr.from.URL(participant.OpConfirm), tr.from.URL(participant.OpCancel)); err != nil {
 			return err
 		}
@@ -326,7 +329,6 @@ func (r *run) runTCC(ctx context.Context, tr *transfer) error {
 	if client.Settled(tx) {
 		return nil
 	}
-	_ = err // a refused or unknown Try, or a coordinator that died: resolved below
 	r.tccResolve.Add(1)
 	return r.resolveTCC(ctx, tr.gid)
 }

@@ -249,7 +249,8 @@ func (r *run) check(final map[string]*client.Transaction) outcome {
 // coordinator's record as `concord tx show` prints it, the faults the
 // participants injected into its calls, and its rows in both databases.
 func (r *run) explain(gid string, tx *client.Transaction) string {
-	ctx := context.WithoutCancel(r.t.Context())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.t.Context()), 30*time.Second)
+	defer cancel()
 	var b strings.Builder
 	r.mu.Lock()
 	tr := r.transfers[gid]
