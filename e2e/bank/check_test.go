@@ -87,8 +87,8 @@ func (r *run) waitFinal(ctx context.Context, gid string) (*client.Transaction, e
 				return tx, err
 			}
 			time.Sleep(20 * time.Millisecond)
-		case got.GetStatus() == client.StatusStuck:
-			return got, fmt.Errorf("stuck (%s): %s", got.GetStuckPhase(), got.GetStuckReason())
+		case got.Status == client.StatusStuck:
+			return got, fmt.Errorf("stuck (%s): %s", got.StuckPhase, got.StuckReason)
 		case client.Settled(got):
 			return got, nil
 		}
@@ -111,7 +111,7 @@ func (r *run) checkUnfinished() {
 				t.Fatalf("list %s: %v", status, err)
 			}
 			for _, tx := range txs {
-				t.Errorf("%s is %s after everything settled\n%s", tx.Gid, tx.Status, r.explain(tx.Gid, tx))
+				t.Errorf("%s is %s after everything settled\n%s", tx.GID, tx.Status, r.explain(tx.GID, tx))
 			}
 			if token = next; token == "" {
 				break
@@ -167,7 +167,7 @@ func (r *run) check(final map[string]*client.Transaction) outcome {
 			mode = "tcc"
 			fwd, bwd, conf = participant.OpTry, participant.OpCancel, participant.OpConfirm
 		}
-		status := tx.GetStatus()
+		status := tx.Status
 		if tx == nil {
 			status = "never began"
 		}
