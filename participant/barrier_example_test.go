@@ -87,20 +87,3 @@ func ExampleBarrier_Do() {
 	// order-2 compensate → 200, stock 10
 	// order-2 action     → 409, stock 10
 }
-
-// Set a barrier up on PostgreSQL, in a table of your choice. Create the
-// table once, at startup or from your migrations.
-func ExampleNewBarrier() {
-	db, err := sql.Open("pgx", "postgres://app@db.internal:5432/billing") // github.com/jackc/pgx/v5/stdlib
-	if err != nil {
-		log.Fatal(err)
-	}
-	barrier, err := participant.NewBarrier(db, participant.Postgres,
-		participant.WithBarrierTable("billing.concord_barrier"))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := barrier.CreateTable(context.Background()); err != nil {
-		log.Fatal(err)
-	}
-}

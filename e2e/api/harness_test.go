@@ -149,6 +149,9 @@ func cli(t *testing.T, args ...string) cliResult {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	r := cliResult{stdout: out.String(), stderr: errb.String()}
+	if msg := proc.CheckOutput(r.stderr); msg != "" {
+		t.Errorf("concord %s %s", strings.Join(args, " "), msg)
+	}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

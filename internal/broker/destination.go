@@ -222,6 +222,11 @@ func hostPort(hp, defPort string) (string, error) {
 	if host == "" {
 		return "", fmt.Errorf("missing host in %q", hp)
 	}
+	if strings.ContainsAny(host, "[]") {
+		// Brackets only enclose a whole IPv6 address; a host with one left
+		// in would make an address nothing can dial or parse back.
+		return "", fmt.Errorf("bad host %q in %q", host, hp)
+	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
 		return "", fmt.Errorf("bad port %q in %q (want 1-65535)", port, hp)

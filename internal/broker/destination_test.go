@@ -50,6 +50,8 @@ func TestParseDestinationErrors(t *testing.T) {
 		"kafka://h:9092":                       "missing required parameter topic",
 		"kafka://h:99999?topic=t":              `bad port "99999"`,
 		"kafka://h:abc?topic=t":                `bad port "abc"`,
+		"amqp://0[":                            `bad host "0["`, // found by FuzzParseDestination
+		"kafka://[a]b]?topic=t":                `bad host "a]b"`,
 		"nats://h":                             "missing required parameter subject",
 		"nats://h?subject=a.*":                 "literal subject",
 		"redis://h/x?stream=s":                 `database "x"`,

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/store/memstore"
+	"github.com/concordtm/concord/internal/testenv"
 )
 
 func sharedPair(t *testing.T, ttl time.Duration) (*memstore.Store, *Coordinator, *Coordinator, *scriptedCaller) {
@@ -109,9 +111,9 @@ func TestSharedClaimAfterLease(t *testing.T) {
 	caller.answer = func(gid string, c protocol.Call) protocol.Outcome {
 		if c.Op == protocol.OpAction && c.Branch == "1" {
 			select {
-			case <-hold:
-			case <-time.After(200 * time.Millisecond):
-				return protocol.OutcomeUnknown // a's calls hang until it is gone
+			case <-hold: // a's calls hang until it is gone
+			case <-ctx.Done():
+				return protocol.OutcomeUnknown
 			}
 		}
 		return protocol.OutcomeSuccess
@@ -124,62 +126,76 @@ func TestSharedClaimAfterLease(t *testing.T) {
 	a.cancel()
 	close(hold)
 	start := time.Now()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, "the orphan finished", func() bool {
 		rec, err := st.Get(ctx, "orphan")
-		if err == nil && rec.Finished {
-			if rec.Owner != "b" {
-				t.Fatalf("finished by %q, want b", rec.Owner)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not taken over within 10s: owner %q finished %v (%v)", rec.Owner, rec.Finished, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err == nil && rec.Finished
+	})
+	took := time.Since(start)
+	if rec, err := st.Get(ctx, "orphan"); err != nil || rec.Owner != b.cfg.Shared.Instance {
+		t.Fatalf("finished by %q (%v), want b", rec.Owner, err)
 	}
-	if took := time.Since(start); took < 300*time.Millisecond {
+	if took < 300*time.Millisecond {
 		t.Errorf("taken over after %v, before a's lease could have run out", took)
 	}
-	_ = b
 }
 
 // A 2PC branch that voted yes and waits too long for phase 2 raises one
-// in-doubt alert, not one per check.
+// in-doubt alert, not one per check. The clock is synctest's: the test
+// lets the alert's threshold and then many more checks pass, exactly.
 func TestInDoubtAlert(t *testing.T) {
-	st := memstore.New()
-	var mu sync.Mutex
-	var alerts []Alert
-	caller := &scriptedCaller{store: st, answer: func(gid string, c protocol.Call) protocol.Outcome {
-		if c.Op == protocol.OpCommit {
-			return protocol.OutcomeUnknown // phase 2 keeps failing
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		var mu sync.Mutex
+		var alerts []Alert
+		caller := &scriptedCaller{store: st, answer: func(gid string, c protocol.Call) protocol.Outcome {
+			if c.Op == protocol.OpCommit {
+				return protocol.OutcomeUnknown // phase 2 keeps failing
+			}
+			return protocol.OutcomeSuccess
+		}}
+		const threshold = 150 * time.Millisecond // checked every threshold/4
+		c := New(Config{Caller: caller, InDoubtAlert: threshold, Listener: Listener{Alerted: func(a Alert) {
+			mu.Lock()
+			alerts = append(alerts, a)
+			mu.Unlock()
+		}}}, st)
+		if err := c.Start(t.Context()); err != nil {
+			t.Fatal(err)
 		}
-		return protocol.OutcomeSuccess
-	}}
-	c := New(Config{Caller: caller, InDoubtAlert: 150 * time.Millisecond, Listener: Listener{Alerted: func(a Alert) {
-		mu.Lock()
-		alerts = append(alerts, a)
-		mu.Unlock()
-	}}}, st)
-	if err := c.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err := c.SubmitTwoPC(t.Context(), TwoPCSpec{GID: "doubt", Branches: []protocol.Branch{{ID: "1", ForwardURL: "http://p/1"}},
-		Options: protocol.Options{RetryInitial: int64(20 * time.Millisecond), RetryMax: int64(50 * time.Millisecond), MaxAttempts: 1000, MaxTotalAttempts: 100000}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(700 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	n := 0
-	for _, a := range alerts {
-		if a.Kind == "in-doubt" && a.GID == "doubt" {
-			n++
+		defer c.Close()
+		_, err := c.SubmitTwoPC(t.Context(), TwoPCSpec{GID: "doubt", Branches: []protocol.Branch{{ID: "1", ForwardURL: "http://p/1"}},
+			Options: protocol.Options{RetryInitial: int64(20 * time.Millisecond), RetryMax: int64(50 * time.Millisecond), MaxAttempts: 1000, MaxTotalAttempts: 100000}})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if n != 1 {
-		t.Fatalf("%d in-doubt alerts for one transaction, want exactly 1 (all: %+v)", n, alerts)
-	}
+		inDoubt := func() (n int) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, a := range alerts {
+				if a.Kind == "in-doubt" && a.GID == "doubt" {
+					n++
+				}
+			}
+			return n
+		}
+		// Virtual time: each Sleep returns once every goroutine of the
+		// coordinator is blocked at the new instant.
+		time.Sleep(threshold / 2)
+		synctest.Wait()
+		if n := inDoubt(); n != 0 {
+			t.Fatalf("%d in-doubt alerts before the branch waited %v", n, threshold)
+		}
+		time.Sleep(threshold + threshold/2) // the threshold and then 4 more checks
+		synctest.Wait()
+		if n := inDoubt(); n != 1 {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("%d in-doubt alerts for one transaction, want exactly 1 (all: %+v)", n, alerts)
+		}
+		time.Sleep(20 * threshold) // 80 more checks
+		synctest.Wait()
+		if n := inDoubt(); n != 1 {
+			t.Fatalf("%d in-doubt alerts after 80 more checks, want still 1", n)
+		}
+	})
 }

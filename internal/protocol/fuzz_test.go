@@ -2,6 +2,7 @@ package protocol_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,8 +10,9 @@ import (
 )
 
 // FuzzStep drives a valid transaction with events derived from bytes: it
-// must never panic, never modify its input, and only refuse events with
-// the package's sentinel errors.
+// must never panic, never modify its input, only refuse events with the
+// package's sentinel errors, and order its effects as the runtime needs
+// them (checkStepEffects).
 func FuzzStep(f *testing.F) {
 	f.Add([]byte{0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{1, 2, 1, 0, 1, 1, 2, 0, 2, 4, 0, 0, 4, 1, 1, 7, 0, 6})
@@ -99,12 +101,74 @@ func FuzzStep(f *testing.F) {
 				}
 				continue
 			}
-			for i, e := range fx {
-				if _, ok := e.(p.Call); ok && (len(fx) == 0 || fx[0] != p.Effect(p.Persist{})) {
-					t.Fatalf("%s: Call at %d without a Persist first", ev.Kind(), i)
-				}
+			if err := checkStepEffects(st, nt, ev, fx); err != nil {
+				t.Fatalf("%s in %s: %v\neffects: %s", ev.Kind(), statusOf(st), err, fmtEffects(fx))
 			}
 			st = nt
 		}
 	})
+}
+
+// checkStepEffects checks the effects of one accepted step from before to
+// after, by the rules the runtime relies on (the property test's
+// checkEffects holds the same ones): a changed state is written (Persist)
+// or deferred (Deferred), first in the list; nothing that must follow a
+// durable write (a Report, an Alert, a Call) follows a Deferred, except a
+// saga's next actions after an action's success that leaves it running
+// (saga.go: a restart re-runs every action not known done, and MaybeAhead
+// compensates the branches it cannot prove idle); only the steps each mode
+// documents defer.
+func checkStepEffects(before, after p.Txn, ev p.Event, fx []p.Effect) error {
+	persisted := len(fx) > 0 && fx[0] == p.Effect(p.Persist{})
+	deferred := len(fx) > 0 && fx[0] == p.Effect(p.Deferred{})
+	if !persisted && !deferred {
+		if d := sameTxn(before, after); d != nil {
+			return fmt.Errorf("state changed without a Persist or Deferred: %v", d)
+		}
+	}
+	sagaAction := false
+	if deferred {
+		r, isResult := ev.(p.Result)
+		switch before.Mode {
+		case p.ModeSaga:
+			if before.Status != p.StatusRunning || after.Status != p.StatusRunning ||
+				!isResult || r.Op != p.OpAction || r.Outcome != p.OutcomeSuccess {
+				return fmt.Errorf("a saga deferred a write of %s from %s to %s; only an action's success that leaves it running may",
+					ev.Kind(), before.Status, after.Status)
+			}
+			sagaAction = true
+		case p.ModeMsg:
+			if before.Status != p.StatusDelivering || !isResult {
+				return fmt.Errorf("a message deferred a write of %s in %s; only delivery acknowledgements may", ev.Kind(), before.Status)
+			}
+		case p.ModeTCC:
+			if before.Status != p.StatusConfirming && before.Status != p.StatusCancelling || !isResult {
+				return fmt.Errorf("a TCC deferred a write of %s in %s; only confirm/cancel acknowledgements may", ev.Kind(), before.Status)
+			}
+		}
+	}
+	for i, e := range fx {
+		switch e := e.(type) {
+		case p.Persist, p.Deferred:
+			if i != 0 {
+				return fmt.Errorf("%s at position %d", fmtEffect(e), i)
+			}
+		case p.Report, p.Alert:
+			if !persisted {
+				return fmt.Errorf("%s at %d without a Persist first", fmtEffect(e), i)
+			}
+		case p.Call:
+			if !persisted && !(sagaAction && e.Op == p.OpAction) {
+				return fmt.Errorf("%s at %d without a Persist first", fmtEffect(e), i)
+			}
+		}
+	}
+	return nil
+}
+
+func statusOf(t p.Txn) p.Status {
+	if t.Status == p.StatusNew {
+		return "new"
+	}
+	return t.Status
 }

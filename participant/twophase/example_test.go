@@ -1,11 +1,16 @@
 package twophase_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"log"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -14,15 +19,49 @@ import (
 	"github.com/concordtm/concord/participant/twophase"
 )
 
+// openInventory opens a fresh SQLite inventory in a temporary directory
+// (removed by the returned func) with 10 shirts in stock.
+func openInventory() (*sql.DB, func()) {
+	dir, err := os.MkdirTemp("", "concord-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "inventory.db")+"?_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL, reserved INTEGER NOT NULL);
+		INSERT INTO stock VALUES ('shirt', 10, 0)`); err != nil {
+		log.Fatal(err)
+	}
+	return db, func() { db.Close(); os.RemoveAll(dir) }
+}
+
+// call sends what the coordinator would, one operation on one branch, to
+// h, and prints the answer and the stock.
+func call(db *sql.DB, h http.Handler, mode, gid string, op participant.Op, payload string) {
+	req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader([]byte(payload)))
+	participant.Branch{GID: gid, BranchID: "stock", Op: op, Mode: mode}.SetHeaders(req.Header)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	printStock(db, fmt.Sprintf("%s %-10s → %d", gid, op, rec.Code))
+}
+
+func printStock(db *sql.DB, what string) {
+	var qty, reserved int
+	if err := db.QueryRow(`SELECT qty, reserved FROM stock WHERE sku = 'shirt'`).Scan(&qty, &reserved); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s: stock %d, reserved %d\n", what, qty, reserved)
+}
+
 // An inventory service takes part in two-phase commits on one URL. Prepare
 // moves the items to reserved (or votes no), commit ships the reserved
 // items, abort puts them back. The helper keeps each prepared branch in the
 // service's own database, in the same local transactions.
 func ExampleStore_Handler() {
-	db, err := sql.Open("sqlite", "file:inventory.db?_pragma=busy_timeout(5000)&_txlock=immediate")
-	if err != nil {
-		log.Fatal(err)
-	}
+	db, done := openInventory()
+	defer done()
 	store, err := twophase.New(db, participant.SQLite)
 	if err != nil {
 		log.Fatal(err)
@@ -44,7 +83,7 @@ func ExampleStore_Handler() {
 			return err
 		}
 	}
-	http.Handle("POST /2pc", store.Handler(twophase.Resource{
+	h := store.Handler(twophase.Resource{
 		Check: func(ctx context.Context, tx *sql.Tx, _ participant.Branch, payload []byte) error {
 			var it item
 			if err := json.Unmarshal(payload, &it); err != nil {
@@ -62,28 +101,42 @@ func ExampleStore_Handler() {
 		},
 		Apply: move(`UPDATE stock SET reserved = reserved - ? WHERE sku = ?`),
 		Undo:  move(`UPDATE stock SET qty = qty + ?1, reserved = reserved - ?1 WHERE sku = ?2`),
-	}))
-	log.Fatal(http.ListenAndServe("127.0.0.1:8081", nil))
+	})
+	// In the service: http.Handle("POST /2pc", h); http.ListenAndServe(…).
+	// Here, what the coordinator would send:
+	call(db, h, "2pc", "order-1", participant.OpPrepare, `{"sku":"shirt","qty":3}`)
+	call(db, h, "2pc", "order-1", participant.OpCommit, "")
+	call(db, h, "2pc", "order-1", participant.OpCommit, "") // a retry: done already
+	call(db, h, "2pc", "order-2", participant.OpPrepare, `{"sku":"shirt","qty":20}`)
+	call(db, h, "2pc", "order-3", participant.OpPrepare, `{"sku":"shirt","qty":2}`)
+	call(db, h, "2pc", "order-3", participant.OpAbort, "")
+	// Output:
+	// order-1 prepare    → 200: stock 7, reserved 3
+	// order-1 commit     → 200: stock 7, reserved 0
+	// order-1 commit     → 200: stock 7, reserved 0
+	// order-2 prepare    → 409: stock 7, reserved 0
+	// order-3 prepare    → 200: stock 5, reserved 2
+	// order-3 abort      → 200: stock 7, reserved 0
 }
 
 // The same inventory as a three-phase commit participant. Can-commit only
 // looks (no transaction, nothing taken); pre-commit reserves, as prepare
 // did; do-commit ships. A reservation that hears nothing from the
-// coordinator for a minute ships on its own (the sweeper), which is what
-// makes 3PC non-blocking and able to diverge: see docs/protocols.md.
+// coordinator for DecisionTimeout ships on its own (the sweeper, Run or
+// SweepOnce), which is what makes 3PC non-blocking and able to diverge:
+// see docs/protocols.md.
 func ExampleStore_ThreePC() {
-	db, err := sql.Open("sqlite", "file:inventory.db?_pragma=busy_timeout(5000)&_txlock=immediate")
-	if err != nil {
-		log.Fatal(err)
-	}
-	store, err := twophase.New(db, participant.SQLite)
+	db, done := openInventory()
+	defer done()
+	clock := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC) // the Store's clock, for the example
+	store, err := twophase.New(db, participant.SQLite, twophase.WithClock(func() time.Time { return clock }))
 	if err != nil {
 		log.Fatal(err)
 	}
 	if err := store.CreateTable(context.Background()); err != nil {
 		log.Fatal(err)
 	}
-	var qty func(payload []byte) int // decodes the payload (elided)
+	qty := func(payload []byte) (n int) { fmt.Sscan(string(payload), &n); return n }
 	p, err := store.ThreePC(twophase.Resource{
 		CanCommit: func(ctx context.Context, _ participant.Branch, payload []byte) error {
 			var have int
@@ -118,20 +171,41 @@ func ExampleStore_ThreePC() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go p.Run(context.Background(), time.Second) // the timeouts
-	http.Handle("POST /3pc", p.Handler())
-	log.Fatal(http.ListenAndServe("127.0.0.1:8081", nil))
+	// In the service: go p.Run(ctx, time.Second) for the timeouts, and
+	// http.Handle("POST /3pc", p.Handler()). Here, the coordinator's calls:
+	h := p.Handler()
+	call(db, h, "3pc", "order-1", participant.OpCanCommit, "3")
+	call(db, h, "3pc", "order-1", participant.OpPreCommit, "3")
+	call(db, h, "3pc", "order-1", participant.OpDoCommit, "")
+	call(db, h, "3pc", "order-2", participant.OpCanCommit, "20")
+	call(db, h, "3pc", "order-3", participant.OpCanCommit, "2")
+	call(db, h, "3pc", "order-3", participant.OpPreCommit, "2")
+	// The coordinator goes silent: a minute later order-3 ships on its own.
+	clock = clock.Add(time.Minute)
+	sw, err := p.SweepOnce(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	printStock(db, fmt.Sprintf("sweep, %d committed", sw.Committed))
+	// Output:
+	// order-1 can-commit → 200: stock 10, reserved 0
+	// order-1 pre-commit → 200: stock 7, reserved 3
+	// order-1 do-commit  → 200: stock 7, reserved 0
+	// order-2 can-commit → 409: stock 7, reserved 0
+	// order-3 can-commit → 200: stock 7, reserved 0
+	// order-3 pre-commit → 200: stock 5, reserved 2
+	// sweep, 1 committed: stock 5, reserved 0
 }
 
 // A 3PC participant with Skeen's termination protocol: when a timeout
 // fires it asks the other branches (named by the coordinator) before
-// deciding. The same endpoint answers their questions. Over gRPC, serve
-// the state queries with participant.WithStates(p.AnswerPeer).
+// deciding. The same endpoint answers their questions: asked about a
+// branch it has not pre-committed, it aborts the branch first, durably, so
+// that a late pre-commit cannot make it diverge from what it answered.
+// Over gRPC, serve the state queries with participant.WithStates(p.AnswerPeer).
 func ExampleThreePCConfig_termination() {
-	db, err := sql.Open("sqlite", "file:ledger.db?_pragma=busy_timeout(5000)&_txlock=immediate")
-	if err != nil {
-		log.Fatal(err)
-	}
+	db, done := openInventory()
+	defer done()
 	store, err := twophase.New(db, participant.SQLite)
 	if err != nil {
 		log.Fatal(err)
@@ -139,7 +213,8 @@ func ExampleThreePCConfig_termination() {
 	if err := store.CreateTable(context.Background()); err != nil {
 		log.Fatal(err)
 	}
-	var r twophase.Resource // Check, Apply and Undo as in ExampleStore_ThreePC
+	ok := func(context.Context, *sql.Tx, participant.Branch, []byte) error { return nil }
+	r := twophase.Resource{Check: ok, Apply: ok, Undo: ok} // as in ExampleStore_ThreePC
 	p, err := store.ThreePC(r, twophase.ThreePCConfig{
 		VoteTimeout:     30 * time.Second,
 		DecisionTimeout: time.Minute,
@@ -149,9 +224,20 @@ func ExampleThreePCConfig_termination() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go p.Run(context.Background(), time.Second)
-	http.Handle("POST /3pc", p.Handler())
-	log.Fatal(http.ListenAndServe("127.0.0.1:8082", nil))
+	// In the service: go p.Run(ctx, time.Second) and
+	// http.Handle("POST /3pc", p.Handler()) on its public address.
+	srv := httptest.NewServer(p.Handler())
+	defer srv.Close()
+
+	// Another branch of order-9, whose timeout fired, asks this one.
+	st, err := participant.AskPeer(context.Background(), srv.Client(), "order-9", "3pc",
+		participant.Peer{Branch: "stock", URL: srv.URL})
+	fmt.Println("peer asks about order-9:", st, err)
+	// The coordinator's pre-commit arrives late: refused.
+	call(db, p.Handler(), "3pc", "order-9", participant.OpPreCommit, "1")
+	// Output:
+	// peer asks about order-9: aborted <nil>
+	// order-9 pre-commit → 409: stock 10, reserved 0
 }
 
 // A 2PC participant resolves its prepared branches that heard no decision:
@@ -159,18 +245,49 @@ func ExampleThreePCConfig_termination() {
 // (the cooperative termination protocol), which settles the branch when
 // one of them committed, aborted or has not voted.
 func ExampleResolver() {
-	db, err := sql.Open("sqlite", "file:inventory.db?_pragma=busy_timeout(5000)&_txlock=immediate")
+	db, done := openInventory()
+	defer done()
+	clock := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC) // the Store's clock, for the example
+	store, err := twophase.New(db, participant.SQLite, twophase.WithClock(func() time.Time { return clock }))
 	if err != nil {
 		log.Fatal(err)
 	}
-	store, err := twophase.New(db, participant.SQLite)
+	if err := store.CreateTable(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	qty := func(payload []byte) (n int) { fmt.Sscan(string(payload), &n); return n }
+	r := twophase.Resource{ // as in ExampleStore_Handler
+		Check: func(ctx context.Context, tx *sql.Tx, _ participant.Branch, payload []byte) error {
+			_, err := tx.ExecContext(ctx, `UPDATE stock SET qty = qty - ?1, reserved = reserved + ?1 WHERE sku = 'shirt'`, qty(payload))
+			return err
+		},
+		Apply: func(ctx context.Context, tx *sql.Tx, _ participant.Branch, intent []byte) error {
+			_, err := tx.ExecContext(ctx, `UPDATE stock SET reserved = reserved - ? WHERE sku = 'shirt'`, qty(intent))
+			return err
+		},
+		Undo: func(ctx context.Context, tx *sql.Tx, _ participant.Branch, intent []byte) error {
+			_, err := tx.ExecContext(ctx, `UPDATE stock SET qty = qty + ?1, reserved = reserved - ?1 WHERE sku = 'shirt'`, qty(intent))
+			return err
+		},
+	}
+	h := store.Handler(r) // answers the peers' questions too
+	call(db, h, "2pc", "order-1", participant.OpPrepare, "3")
+	call(db, h, "2pc", "order-2", participant.OpPrepare, "2")
+	// The coordinator decided but its phase 2 never arrived. In a service,
+	// Decide is client.New(concordURL).Decision.
+	decisions := map[string]string{"order-1": "commit", "order-2": "abort"}
+	res := &twophase.Resolver{Store: store, Resource: r, MinAge: time.Minute, Termination: true,
+		Decide: func(_ context.Context, gid string) (string, error) { return decisions[gid], nil }}
+	// In the service: go res.Run(ctx, 10*time.Second). Here, one scan a
+	// minute later, when both branches are old enough to ask about.
+	clock = clock.Add(time.Minute)
+	got, err := res.ResolveOnce(context.Background())
 	if err != nil {
 		log.Fatal(err)
 	}
-	var r twophase.Resource                                          // as in ExampleStore_Handler
-	var decide func(ctx context.Context, gid string) (string, error) // client.New(concordURL).Decision
-	res := &twophase.Resolver{Store: store, Resource: r, Decide: decide, MinAge: time.Minute, Termination: true}
-	go res.Run(context.Background(), 10*time.Second)
-	http.Handle("POST /2pc", store.Handler(r)) // answers the peers' questions too
-	log.Fatal(http.ListenAndServe("127.0.0.1:8083", nil))
+	printStock(db, fmt.Sprintf("resolved %d committed, %d aborted", got.Committed, got.Aborted))
+	// Output:
+	// order-1 prepare    → 200: stock 7, reserved 3
+	// order-2 prepare    → 200: stock 5, reserved 5
+	// resolved 1 committed, 1 aborted: stock 7, reserved 0
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/concordtm/concord/internal/store"
 )
 
@@ -34,7 +36,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// A goroutine that outlives the tests (a flusher or compaction a
+	// Close left running) fails them.
+	goleak.VerifyTestMain(m)
 }
 
 // crashBatchRecords returns batch n: new records for gids of batch n, and

@@ -58,15 +58,22 @@ func Binary(t testing.TB) string {
 type Server struct {
 	URL     string
 	DataDir string
+	args    []string
+	pid     int
 	cmd     *exec.Cmd
 	stderr  *syncBuffer
 	exited  chan struct{}
 	state   *os.ProcessState
+
+	checked sync.Mutex
+	failed  bool // CheckLog has failed the test already
 }
 
 // Start runs `concord serve -addr 127.0.0.1:0 -data-dir dataDir args...`
 // with extra environment variables (KEY=VALUE) and waits for its ready
-// line. The process is killed when the test ends.
+// line. When the test ends the process is killed and its log checked: a
+// data race (the binary is race-built when the test is, see race.go), a
+// panic or a fatal error it logged fails the test, with the report.
 func Start(t testing.TB, dataDir string, env []string, args ...string) *Server {
 	t.Helper()
 	s, err := TryStart(t, dataDir, env, args...)
@@ -76,7 +83,9 @@ func Start(t testing.TB, dataDir string, env []string, args ...string) *Server {
 	return s
 }
 
-// TryStart is Start returning an error instead of failing the test.
+// TryStart is Start returning an error instead of failing the test. The
+// process's log is checked at cleanup as Start's is, even if it never got
+// ready.
 func TryStart(t testing.TB, dataDir string, env []string, args ...string) (*Server, error) {
 	bin := Binary(t)
 	full := append([]string{"serve", "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn"}, args...)
@@ -86,11 +95,12 @@ func TryStart(t testing.TB, dataDir string, env []string, args ...string) (*Serv
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{DataDir: dataDir, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	s := &Server{DataDir: dataDir, args: full, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	s.pid = cmd.Process.Pid
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -109,7 +119,8 @@ func TryStart(t testing.TB, dataDir string, env []string, args ...string) (*Serv
 		s.state = cmd.ProcessState
 		close(s.exited)
 	}()
-	t.Cleanup(func() { s.Kill() })
+	// Kill first: once the process has exited, its whole log is in.
+	t.Cleanup(func() { s.Kill(); s.CheckLog(t) })
 	select {
 	case u := <-ready:
 		s.URL = u
@@ -167,7 +178,7 @@ func (s *Server) WaitExit(ctx context.Context) (killed bool, err error) {
 func (s *Server) Stderr() string { return s.stderr.String() }
 
 // Pid returns the process id.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+func (s *Server) Pid() int { return s.pid }
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -187,14 +198,10 @@ func (b *syncBuffer) String() string {
 }
 
 // StartArmed starts the server like Start with the named failpoints armed
-// (CONCORD_FAILPOINTS; none if empty) and, at cleanup, fails the test if
-// the process logged a data race or a panic (a process killed by SIGKILL
-// cannot report one through its exit code).
+// (CONCORD_FAILPOINTS; none if empty).
 func StartArmed(t testing.TB, dataDir, failpoints string, args ...string) *Server {
 	t.Helper()
-	s := Start(t, dataDir, []string{"CONCORD_FAILPOINTS=" + failpoints}, args...)
-	t.Cleanup(func() { s.CheckLog(t) })
-	return s
+	return Start(t, dataDir, []string{"CONCORD_FAILPOINTS=" + failpoints}, args...)
 }
 
 // ExpectCrash waits (at most timeout) for the process to kill itself at
@@ -212,14 +219,19 @@ func (s *Server) ExpectCrash(t testing.TB, point string, timeout time.Duration) 
 	}
 }
 
-// CheckLog fails the test if the process logged a data race or a panic.
+// CheckLog fails the test if the process logged a data race, a panic or a
+// fatal error so far, quoting the reports. Start calls it when the test
+// ends; a test may call it earlier too. It fails the test at most once per
+// process.
 func (s *Server) CheckLog(t testing.TB) {
 	t.Helper()
-	log := s.Stderr()
-	for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
-		if strings.Contains(log, bad) {
-			t.Errorf("coordinator (pid %d) logged %q:\n%s", s.Pid(), bad, log)
-			return
-		}
+	s.checked.Lock()
+	defer s.checked.Unlock()
+	if s.failed {
+		return
+	}
+	if msg := CheckOutput(s.Stderr()); msg != "" {
+		s.failed = true
+		t.Errorf("concord %s (pid %d) %s", strings.Join(s.args, " "), s.Pid(), msg)
 	}
 }
