@@ -16,6 +16,7 @@ import (
 func TestAlertLogLineHasUniqueKeys(t *testing.T) {
 	var buf bytes.Buffer
 	c := New(Config{Logger: slog.New(slog.NewJSONHandler(&buf, nil))}, memstore.New())
+	t.Cleanup(func() { c.Close() })
 	c.raise(protocol.Txn{GID: "g1", Mode: protocol.ModeSaga}, protocol.Alert{Kind: "stuck", Message: "compensation of branch 1 failed"})
 	dec := json.NewDecoder(bytes.NewReader(buf.Bytes()))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
