@@ -27,7 +27,7 @@ type Config struct {
 	Addr              string        `name:"addr" help:"listen address; loopback by default"`
 	DataDir           string        `name:"data-dir" help:"directory of the embedded store"`
 	Engine            string        `name:"engine" help:"embedded store engine: pebble (default) or bbolt; a data dir keeps the engine it was created with"`
-	Store             string        `name:"store" help:"shared store URL (postgres://, mysql://, redis://); empty: the embedded store in data-dir"`
+	Store             string        `name:"store" help:"shared store URL (postgres://...?schema=S&table_prefix=P, mysql://...?table_prefix=P, redis://...?namespace=N); empty: the embedded store in data-dir"`
 	Shared            string        `name:"shared" help:"run as one of several coordinators on the store: auto (yes for postgres/mysql/redis), true or false"`
 	Instance          string        `name:"instance" help:"this coordinator's name in a shared store; empty: random per start"`
 	LeaseTTL          time.Duration `name:"lease-ttl" help:"shared store: how long a silent instance keeps its transactions before others take them over"`
