@@ -149,4 +149,6 @@ func TestKnownWorkload(t *testing.T) {
 	want(t, got, `concord_transactions_stuck`, "0")
 	want(t, got, `concord_transactions_live`, "0")
 	want(t, got, `concord_branch_retries_total{mode="saga",op="compensate"}`, "2")
+	want(t, got, `concord_transaction_duration_seconds_count{mode="saga",status="succeeded"}`, fmt.Sprint(n))
+	want(t, got, `concord_transaction_duration_seconds_count{mode="saga",status="aborted"}`, fmt.Sprint(m+1))
 }
