@@ -108,8 +108,13 @@ func (br *Barrier) createIndex(ctx context.Context) error {
 		q = "ALTER TABLE " + br.table + " ADD INDEX " + index + " (created_at)"
 	}
 	if _, err := br.db.ExecContext(ctx, q); err != nil {
-		if br.dialect == MySQL && strings.Contains(err.Error(), "Error 1061") {
-			return nil // another process added it meanwhile (duplicate key name)
+		m := err.Error()
+		if br.dialect == MySQL && strings.Contains(m, "Error 1061") ||
+			br.dialect == Postgres && strings.Contains(m, "23505") {
+			// Another process created it at the same moment: MySQL's
+			// duplicate key name, or PostgreSQL's race of two CREATE INDEX
+			// IF NOT EXISTS on the catalog's unique index.
+			return nil
 		}
 		return fmt.Errorf("participant: barrier table %s: create index on created_at: %w", br.table, err)
 	}

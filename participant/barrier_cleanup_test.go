@@ -184,3 +184,30 @@ func insertOld(t *testing.T, f *fixture, n int) {
 	}
 	f.backdate(t, "old")
 }
+
+// TestBarrierCreateTableConcurrent: services starting together all call
+// CreateTable on a table without its index; every call succeeds.
+func TestBarrierCreateTableConcurrent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		index, _, _ := createdAtIndex(f.table)
+		drop := "DROP INDEX " + index
+		if f.be.dialect == MySQL {
+			drop += " ON " + f.table
+		}
+		if _, err := f.db.ExecContext(t.Context(), drop); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 6)
+		for range cap(errs) {
+			go func() { errs <- f.br.CreateTable(t.Context()) }()
+		}
+		for range cap(errs) {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		if !f.hasCreatedAtIndex(t) {
+			t.Error("no created_at index")
+		}
+	})
+}
