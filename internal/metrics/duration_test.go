@@ -69,3 +69,23 @@ func TestTransactionDuration(t *testing.T) {
 		t.Errorf("start times left behind: %v", m.startAt)
 	}
 }
+
+// TestTransactionDurationForgets drops the start time of a transaction
+// that never ends here (taken over by another instance) after a day.
+func TestTransactionDurationForgets(t *testing.T) {
+	m := New()
+	clock := time.Unix(1_000_000, 0)
+	m.now = func() time.Time { return clock }
+	l := m.Listener()
+	l.Started("taken-over", protocol.ModeSaga)
+	clock = clock.Add(2 * time.Hour)
+	l.Started("young", protocol.ModeSaga)
+	if len(m.startAt) != 2 {
+		t.Fatalf("%d start times, want 2", len(m.startAt))
+	}
+	clock = clock.Add(forgetAfter)
+	l.Started("new", protocol.ModeSaga)
+	if _, ok := m.startAt["taken-over"]; ok || len(m.startAt) != 2 {
+		t.Errorf("start times %v: want taken-over forgotten, young and new kept", m.startAt)
+	}
+}

@@ -33,10 +33,17 @@ type Metrics struct {
 	commitFails prometheus.Counter
 	duration    *prometheus.HistogramVec // mode, status
 
-	now     func() time.Time
-	mu      sync.Mutex           // guards startAt
-	startAt map[string]time.Time // gid → when Started saw it, until Ended
+	now       func() time.Time
+	mu        sync.Mutex           // guards startAt and lastSweep
+	startAt   map[string]time.Time // gid → when Started saw it, until Ended
+	lastSweep time.Time
 }
+
+// forgetAfter is how long a start time is kept for a transaction that has
+// not ended here: one another instance took over (the coordinator reports
+// no event for that) would otherwise stay in memory for good. Its duration,
+// if it ever ends here, is then not observed.
+const forgetAfter = 24 * time.Hour
 
 // DurationBuckets are the buckets of concord_transaction_duration_seconds:
 // from 5 ms (a saga of local calls) to 30 minutes (a transaction retried
@@ -109,8 +116,17 @@ func (m *Metrics) Listener() coordinator.Listener {
 		},
 		Started: func(gid string, mode protocol.Mode) {
 			m.started.WithLabelValues(string(mode)).Inc()
+			now := m.now()
 			m.mu.Lock()
-			m.startAt[gid] = m.now()
+			m.startAt[gid] = now
+			if now.Sub(m.lastSweep) > time.Hour { // an O(live) sweep, at most hourly
+				m.lastSweep = now
+				for g, at := range m.startAt {
+					if now.Sub(at) > forgetAfter {
+						delete(m.startAt, g)
+					}
+				}
+			}
 			m.mu.Unlock()
 		},
 		Ended: func(gid string, mode protocol.Mode, status protocol.Status) {
