@@ -46,6 +46,7 @@ func exported(t *testing.T) map[string][]string {
 	l.Finished(protocol.ModeSaga, protocol.StatusSucceeded)
 	l.Ended("g", protocol.ModeSaga, protocol.StatusSucceeded)
 	l.Alerted(coordinator.Alert{Kind: "stuck"})
+	l.Heartbeat(10*time.Second, nil)
 	l.CallStart(context.Background(), "g", protocol.ModeSaga, protocol.Call{Op: protocol.OpAction, Attempt: 2})
 	families, err := m.Registry().Gather()
 	if err != nil {
@@ -191,7 +192,7 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	// The conditions an operator must hear about, each covered by a rule.
-	for _, metric := range []string{"up", "concord_transactions_stuck", "concord_twopc_in_doubt_oldest_seconds", "concord_store_commit_errors_total"} {
+	for _, metric := range []string{"up", "concord_transactions_stuck", "concord_twopc_in_doubt_oldest_seconds", "concord_store_commit_errors_total", "concord_lease_heartbeat_last_success_timestamp_seconds"} {
 		if !bytes.Contains(data, []byte(metric)) {
 			t.Errorf("no rule on %s", metric)
 		}

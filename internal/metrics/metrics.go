@@ -32,6 +32,9 @@ type Metrics struct {
 	commitBatch prometheus.Histogram
 	commitFails prometheus.Counter
 	duration    *prometheus.HistogramVec // mode, status
+	heartbeats  *prometheus.CounterVec   // result
+	lastBeat    prometheus.Gauge
+	leaseTTL    prometheus.Gauge
 
 	now       func() time.Time
 	mu        sync.Mutex           // guards startAt and lastSweep
@@ -93,6 +96,19 @@ func New() *Metrics {
 		Help:    "Time from a transaction's acceptance by this process to its final status, by mode and status (succeeded, aborted). Transactions resumed after a restart or taken over are not observed.",
 		Buckets: DurationBuckets,
 	}, []string{"mode", "status"})
+	m.heartbeats = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "concord_lease_heartbeats_total",
+		Help: "Renewals of this instance's lease in a shared store, by result (ok, error). Absent with a store of one's own.",
+	}, []string{"result"})
+	m.lastBeat = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "concord_lease_heartbeat_last_success_timestamp_seconds",
+		Help: "Unix time of this instance's last successful lease renewal in a shared store (0 before the first).",
+	})
+	m.leaseTTL = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "concord_lease_ttl_seconds",
+		Help: "This instance's lease in a shared store: past it without a renewal, other instances may take its transactions over (0 with a store of one's own).",
+	})
+	m.reg.MustRegister(m.heartbeats, m.lastBeat, m.leaseTTL)
 	m.reg.MustRegister(m.started, m.finished, m.calls, m.retries, m.alerts, m.commitTime, m.commitBatch, m.commitFails, m.duration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -140,6 +156,15 @@ func (m *Metrics) Listener() coordinator.Listener {
 		},
 		Finished: func(mode protocol.Mode, status protocol.Status) {
 			m.finished.WithLabelValues(string(mode), string(status)).Inc()
+		},
+		Heartbeat: func(lease time.Duration, err error) {
+			m.leaseTTL.Set(lease.Seconds())
+			if err != nil {
+				m.heartbeats.WithLabelValues("error").Inc()
+				return
+			}
+			m.heartbeats.WithLabelValues("ok").Inc()
+			m.lastBeat.Set(float64(m.now().UnixNano()) / 1e9)
 		},
 		Alerted: func(a coordinator.Alert) {
 			m.alerts.WithLabelValues(a.Kind).Inc()
