@@ -100,12 +100,15 @@ func NewBarrier(db *sql.DB, d Dialect, opts ...BarrierOption) (*Barrier, error) 
 	return b, nil
 }
 
-// CreateTable creates the barrier table if it does not exist yet.
+// CreateTable creates the barrier table if it does not exist yet, and the
+// index on created_at that DeleteOlderThan uses (also on a table created
+// by an older release). With your own migrations, create that index too
+// (named TABLE_created_at, on the column created_at).
 func (br *Barrier) CreateTable(ctx context.Context) error {
 	if _, err := br.db.ExecContext(ctx, br.dialect.createTableSQL(br.table)); err != nil {
 		return fmt.Errorf("participant: create barrier table %s: %w", br.table, err)
 	}
-	return nil
+	return br.createIndex(ctx)
 }
 
 // Do runs fn for branch operation b, inside one local transaction together

@@ -94,6 +94,10 @@ type Listener struct {
 	Resumed func(gid string, mode protocol.Mode, how string)
 	// Ended is called with Finished, naming the transaction.
 	Ended func(gid string, mode protocol.Mode, status protocol.Status)
+	// Heartbeat is called after every renewal of this instance's lease in
+	// a shared store (the first one at Start included), with its error.
+	// It is never called with a store of one's own.
+	Heartbeat func(lease time.Duration, err error)
 	// CallStart is called before every branch call. The context it
 	// returns is the one the Caller gets (a tracer adds its span), and
 	// done, if not nil, is called with the call's outcome. See observe.go.

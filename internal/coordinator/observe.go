@@ -91,6 +91,7 @@ func MergeListeners(ls ...Listener) Listener {
 		out.Started = chain2(out.Started, l.Started)
 		out.Resumed = chain3(out.Resumed, l.Resumed)
 		out.Ended = chain3(out.Ended, l.Ended)
+		out.Heartbeat = chain2(out.Heartbeat, l.Heartbeat)
 		out.CallStart = chainCallStart(out.CallStart, l.CallStart)
 	}
 	return out

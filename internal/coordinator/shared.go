@@ -42,8 +42,10 @@ func (c *Coordinator) startShared(ctx context.Context) error {
 	}
 	sc := c.shared
 	if err := c.leaser.Heartbeat(ctx, sc.Instance, sc.LeaseTTL); err != nil {
+		c.heartbeat(err)
 		return fmt.Errorf("announce instance %s: %w", sc.Instance, err)
 	}
+	c.heartbeat(nil)
 	c.log.Info("joined shared store", "instance", sc.Instance, "lease", sc.LeaseTTL)
 	// A previous run under this instance name (a restart with a fixed
 	// -instance) left its unfinished transactions owned by this name. Its
@@ -87,6 +89,9 @@ func (c *Coordinator) heartbeatLoop() {
 		ctx, cancel := context.WithTimeout(c.ctx, sc.LeaseTTL/3)
 		err := c.leaser.Heartbeat(ctx, sc.Instance, sc.LeaseTTL)
 		cancel()
+		if c.ctx.Err() == nil {
+			c.heartbeat(err)
+		}
 		if err == nil {
 			lastOK = time.Now()
 			continue
@@ -99,6 +104,13 @@ func (c *Coordinator) heartbeatLoop() {
 			level = "heartbeat failed for longer than the lease: other instances may take this one's transactions over"
 		}
 		c.log.Warn(level, "instance", sc.Instance, "err", err)
+	}
+}
+
+// heartbeat reports a lease renewal to the listener.
+func (c *Coordinator) heartbeat(err error) {
+	if c.cfg.Listener.Heartbeat != nil {
+		c.cfg.Listener.Heartbeat(c.shared.LeaseTTL, err)
 	}
 }
 

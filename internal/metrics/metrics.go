@@ -8,6 +8,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,11 +31,31 @@ type Metrics struct {
 	commitTime  prometheus.Histogram
 	commitBatch prometheus.Histogram
 	commitFails prometheus.Counter
+	duration    *prometheus.HistogramVec // mode, status
+	heartbeats  *prometheus.CounterVec   // result
+	lastBeat    prometheus.Gauge
+	leaseTTL    prometheus.Gauge
+
+	now       func() time.Time
+	mu        sync.Mutex           // guards startAt and lastSweep
+	startAt   map[string]time.Time // gid → when Started saw it, until Ended
+	lastSweep time.Time
 }
+
+// forgetAfter is how long a start time is kept for a transaction that has
+// not ended here: one another instance took over (the coordinator reports
+// no event for that) would otherwise stay in memory for good. Its duration,
+// if it ever ends here, is then not observed.
+const forgetAfter = 24 * time.Hour
+
+// DurationBuckets are the buckets of concord_transaction_duration_seconds:
+// from 5 ms (a saga of local calls) to 30 minutes (a transaction retried
+// with backoff, or resolved by an operator).
+var DurationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 
 // New creates the metrics, with the Go runtime and process collectors.
 func New() *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry()}
+	m := &Metrics{reg: prometheus.NewRegistry(), now: time.Now, startAt: map[string]time.Time{}}
 	m.started = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "concord_transactions_started_total",
 		Help: "Transactions durably accepted by this process.",
@@ -70,7 +91,25 @@ func New() *Metrics {
 		Name: "concord_store_commit_errors_total",
 		Help: "Group commits the store refused or failed.",
 	})
-	m.reg.MustRegister(m.started, m.finished, m.calls, m.retries, m.alerts, m.commitTime, m.commitBatch, m.commitFails,
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "concord_transaction_duration_seconds",
+		Help:    "Time from a transaction's acceptance by this process to its final status, by mode and status (succeeded, aborted). Transactions resumed after a restart or taken over are not observed.",
+		Buckets: DurationBuckets,
+	}, []string{"mode", "status"})
+	m.heartbeats = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "concord_lease_heartbeats_total",
+		Help: "Renewals of this instance's lease in a shared store, by result (ok, error). Absent with a store of one's own.",
+	}, []string{"result"})
+	m.lastBeat = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "concord_lease_heartbeat_last_success_timestamp_seconds",
+		Help: "Unix time of this instance's last successful lease renewal in a shared store (0 before the first).",
+	})
+	m.leaseTTL = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "concord_lease_ttl_seconds",
+		Help: "This instance's lease in a shared store: past it without a renewal, other instances may take its transactions over (0 with a store of one's own).",
+	})
+	m.reg.MustRegister(m.heartbeats, m.lastBeat, m.leaseTTL)
+	m.reg.MustRegister(m.started, m.finished, m.calls, m.retries, m.alerts, m.commitTime, m.commitBatch, m.commitFails, m.duration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -91,11 +130,41 @@ func (m *Metrics) Listener() coordinator.Listener {
 		BranchCall: func(mode protocol.Mode, op protocol.Op, outcome protocol.Outcome, d time.Duration) {
 			m.calls.WithLabelValues(string(mode), string(op), string(outcome)).Observe(d.Seconds())
 		},
-		Started: func(_ string, mode protocol.Mode) {
+		Started: func(gid string, mode protocol.Mode) {
 			m.started.WithLabelValues(string(mode)).Inc()
+			now := m.now()
+			m.mu.Lock()
+			m.startAt[gid] = now
+			if now.Sub(m.lastSweep) > time.Hour { // an O(live) sweep, at most hourly
+				m.lastSweep = now
+				for g, at := range m.startAt {
+					if now.Sub(at) > forgetAfter {
+						delete(m.startAt, g)
+					}
+				}
+			}
+			m.mu.Unlock()
+		},
+		Ended: func(gid string, mode protocol.Mode, status protocol.Status) {
+			m.mu.Lock()
+			at, ok := m.startAt[gid]
+			delete(m.startAt, gid)
+			m.mu.Unlock()
+			if ok {
+				m.duration.WithLabelValues(string(mode), string(status)).Observe(m.now().Sub(at).Seconds())
+			}
 		},
 		Finished: func(mode protocol.Mode, status protocol.Status) {
 			m.finished.WithLabelValues(string(mode), string(status)).Inc()
+		},
+		Heartbeat: func(lease time.Duration, err error) {
+			m.leaseTTL.Set(lease.Seconds())
+			if err != nil {
+				m.heartbeats.WithLabelValues("error").Inc()
+				return
+			}
+			m.heartbeats.WithLabelValues("ok").Inc()
+			m.lastBeat.Set(float64(m.now().UnixNano()) / 1e9)
 		},
 		Alerted: func(a coordinator.Alert) {
 			m.alerts.WithLabelValues(a.Kind).Inc()

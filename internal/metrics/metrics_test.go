@@ -2,10 +2,13 @@ package metrics_test
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -149,4 +152,57 @@ func TestKnownWorkload(t *testing.T) {
 	want(t, got, `concord_transactions_stuck`, "0")
 	want(t, got, `concord_transactions_live`, "0")
 	want(t, got, `concord_branch_retries_total{mode="saga",op="compensate"}`, "2")
+	want(t, got, `concord_transaction_duration_seconds_count{mode="saga",status="succeeded"}`, fmt.Sprint(n))
+	want(t, got, `concord_transaction_duration_seconds_count{mode="saga",status="aborted"}`, fmt.Sprint(m+1))
+}
+
+// flakyLease is a memstore whose lease renewals fail while failing is set.
+type flakyLease struct {
+	*memstore.Store
+	failing atomic.Bool
+}
+
+func (s *flakyLease) Heartbeat(ctx context.Context, instance string, ttl time.Duration) error {
+	if s.failing.Load() {
+		return errors.New("store unreachable")
+	}
+	return s.Store.Heartbeat(ctx, instance, ttl)
+}
+
+// TestLeaseHeartbeat runs a coordinator on a shared store: its renewals
+// show as ok, the lease as a gauge, and failed renewals as errors while the
+// last-success time stands still.
+func TestLeaseHeartbeat(t *testing.T) {
+	st := &flakyLease{Store: memstore.New()}
+	met := metrics.New()
+	c := coordinator.New(coordinator.Config{
+		Listener: met.Listener(),
+		Shared:   &coordinator.SharedConfig{Instance: "a", LeaseTTL: 60 * time.Millisecond},
+	}, st)
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testenv.Eventually(t, 10*time.Second, "three successful renewals", func() bool {
+		n, _ := strconv.Atoi(scrape(t, met.Handler())[`concord_lease_heartbeats_total{result="ok"}`])
+		return n >= 3
+	})
+	got := scrape(t, met.Handler())
+	want(t, got, `concord_lease_ttl_seconds`, "0.06")
+	if got[`concord_lease_heartbeat_last_success_timestamp_seconds`] == "0" {
+		t.Error("no last-success time")
+	}
+	st.failing.Store(true)
+	testenv.Eventually(t, 10*time.Second, "two failed renewals", func() bool {
+		n, _ := strconv.Atoi(scrape(t, met.Handler())[`concord_lease_heartbeats_total{result="error"}`])
+		return n >= 2
+	})
+	last := scrape(t, met.Handler())[`concord_lease_heartbeat_last_success_timestamp_seconds`]
+	testenv.Eventually(t, 10*time.Second, "another failed renewal", func() bool {
+		n, _ := strconv.Atoi(scrape(t, met.Handler())[`concord_lease_heartbeats_total{result="error"}`])
+		return n >= 3
+	})
+	if now := scrape(t, met.Handler())[`concord_lease_heartbeat_last_success_timestamp_seconds`]; now != last {
+		t.Errorf("last success moved from %s to %s while renewals failed", last, now)
+	}
 }
