@@ -25,11 +25,15 @@ import (
 // pre-commit carry the metadata concord-peers (as Concord-Peers over
 // HTTP). Outcomes: OK is success (for a prepare, vote "read-only" is a
 // read-only vote); ABORTED is rejected; any other status, a timeout or a
-// connection error is unknown.
+// connection error is unknown. A URL ending in ?message=base64 calls an
+// ordinary gRPC method with its own request type instead (see
+// caller_grpc_message.go).
 type GRPCCaller struct {
 	plain, secure *http.Client
 	mu            sync.Mutex
 	clients       map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]
+	// messageClients serve ?message=base64 URLs (caller_grpc_message.go).
+	messageClients map[string]*connect.Client[wireMessage, wireMessage]
 	// Decorate, if set, may add metadata (e.g. tracing) to each request.
 	Decorate func(context.Context, http.Header)
 	// Destinations, if set, adds credentials (metadata, a client
@@ -48,6 +52,7 @@ func NewGRPCCaller() *GRPCCaller {
 		plain:   &http.Client{Transport: h2c},
 		secure:  &http.Client{Transport: h2},
 		clients: map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]{},
+		messageClients: map[string]*connect.Client[wireMessage, wireMessage]{},
 	}
 }
 
@@ -84,6 +89,9 @@ func (g *GRPCCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 		defer cancel()
 	}
 	d := g.Destinations.lookup(c.URL)
+	if isMessageURL(c.URL) {
+		return g.callMessage(ctx, gid, mode, c, d)
+	}
 	cl, err := g.client(c.URL, d)
 	if err != nil {
 		return protocol.OutcomeUnknown, err.Error()
