@@ -49,9 +49,9 @@ func NewGRPCCaller() *GRPCCaller {
 	h2c.Protocols.SetUnencryptedHTTP2(true)
 	h2 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
 	return &GRPCCaller{
-		plain:   &http.Client{Transport: h2c},
-		secure:  &http.Client{Transport: h2},
-		clients: map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]{},
+		plain:          &http.Client{Transport: h2c},
+		secure:         &http.Client{Transport: h2},
+		clients:        map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]{},
 		messageClients: map[string]*connect.Client[wireMessage, wireMessage]{},
 	}
 }
