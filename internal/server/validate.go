@@ -84,7 +84,7 @@ func checkURL(what, raw string) error {
 	case "http", "https":
 	case "grpc", "grpcs":
 		parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-		if len(parts) != 2 || !strings.Contains(parts[0], ".") || parts[1] == "" || (u.RawQuery != "" && u.RawQuery != "message=base64") || u.Fragment != "" {
+		if len(parts) != 2 || !strings.Contains(parts[0], ".") || parts[1] == "" || (u.RawQuery != "" && u.RawQuery != "message=base64") || strings.Contains(raw, "#") {
 			return fmt.Errorf("%s URL %q: a gRPC branch URL names one method: grpc://host:port/package.Service/Method, optionally with ?message=base64", what, raw)
 		}
 	default:
