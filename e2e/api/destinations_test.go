@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -128,6 +129,31 @@ func TestDestinationCredentials(t *testing.T) {
 	mtls.StartTLS()
 	t.Cleanup(mtls.Close)
 
+	// A gRPC participant over TLS that wants both a client certificate and
+	// the token (as metadata).
+	var grpcCalls atomic.Int64
+	path, h := participant.GRPCHandler("/shop.Ledger/Post", func(context.Context, participant.Branch, []byte) error {
+		grpcCalls.Add(1)
+		return nil
+	})
+	mux := http.NewServeMux()
+	mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Grpc-Status", "16") // UNAUTHENTICATED
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	grpcTLS := httptest.NewUnstartedServer(mux)
+	grpcTLS.EnableHTTP2 = true
+	grpcTLS.TLS = &tls.Config{Certificates: []tls.Certificate{serverPair}, ClientCAs: ca.pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	grpcTLS.StartTLS()
+	t.Cleanup(grpcTLS.Close)
+	grpcHost := strings.TrimPrefix(grpcTLS.URL, "https://")
+	grpcURL := "grpcs://" + grpcHost + "/shop.Ledger/Post"
+
 	writeJSON := func(name string, v any) string {
 		raw, _ := json.Marshal(v)
 		f := filepath.Join(dir, name)
@@ -138,12 +164,14 @@ func TestDestinationCredentials(t *testing.T) {
 	}
 	mtlsHost := strings.TrimPrefix(mtls.URL, "https://")
 	good := writeJSON("good.json", map[string]any{
-		bearer.URL + "/": map[string]any{"bearer_token": token, "headers": map[string]string{"X-Team": "payments"}},
-		mtlsHost:         map[string]any{"tls_cert": clientCert, "tls_key": clientKey, "ca": ca.file},
+		bearer.URL + "/":            map[string]any{"bearer_token": token, "headers": map[string]string{"X-Team": "payments"}},
+		mtlsHost:                    map[string]any{"tls_cert": clientCert, "tls_key": clientKey, "ca": ca.file},
+		"grpcs://" + grpcHost + "/": map[string]any{"bearer_token": token, "tls_cert": clientCert, "tls_key": clientKey, "ca": ca.file},
 	})
 	wrong := writeJSON("wrong.json", map[string]any{
-		bearer.URL + "/": map[string]any{"bearer_token": "not-the-token"},
-		mtlsHost:         map[string]any{"ca": ca.file}, // trusts the server, presents no certificate
+		bearer.URL + "/":            map[string]any{"bearer_token": "not-the-token"},
+		mtlsHost:                    map[string]any{"ca": ca.file}, // trusts the server, presents no certificate
+		"grpcs://" + grpcHost + "/": map[string]any{"bearer_token": "not-the-token", "tls_cert": clientCert, "tls_key": clientKey, "ca": ca.file},
 	})
 
 	saga := func(t *testing.T, c *client.Client) *client.Transaction {
@@ -151,6 +179,7 @@ func TestDestinationCredentials(t *testing.T) {
 		tx, err := c.NewSaga("").
 			Add(bearer.URL+"/pay", bearer.URL+"/refund", `{}`).
 			Add(mtls.URL+"/ship", mtls.URL+"/unship", `{}`).
+			Add(grpcURL, grpcURL, `{}`).
 			WithOptions(client.Options{MaxAttempts: 2, RetryInitial: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond}).
 			SubmitAndWait(t.Context())
 		if err != nil {
@@ -164,8 +193,8 @@ func TestDestinationCredentials(t *testing.T) {
 		c := client.New(srv.URL)
 		tx := saga(t, c)
 		wantStatus(t, tx, "succeeded")
-		if tokenCalls.Load() == 0 || certCalls.Load() == 0 {
-			t.Fatalf("bearer participant called %d times, mTLS participant %d times", tokenCalls.Load(), certCalls.Load())
+		if tokenCalls.Load() == 0 || certCalls.Load() == 0 || grpcCalls.Load() == 0 {
+			t.Fatalf("bearer participant called %d times, mTLS participant %d times, gRPC participant %d times", tokenCalls.Load(), certCalls.Load(), grpcCalls.Load())
 		}
 		if got, _ := sawTeam.Load().(string); got != "payments" {
 			t.Errorf("X-Team header %q, want the configured %q", got, "payments")
@@ -185,8 +214,8 @@ func TestDestinationCredentials(t *testing.T) {
 		t.Run(name+" credentials: unknown outcome, retried, never rejected", func(t *testing.T) {
 			srv := serve(t, args...)
 			c := client.New(srv.URL)
-			for i, url := range []string{bearer.URL, mtls.URL} {
-				tx, err := c.NewSaga("").Add(url+"/pay", url+"/refund", `{}`).
+			for i, url := range []string{bearer.URL + "/pay", mtls.URL + "/pay", grpcURL} {
+				tx, err := c.NewSaga("").Add(url, url, `{}`).
 					WithOptions(client.Options{MaxAttempts: 2, RetryInitial: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond}).
 					SubmitAndWait(t.Context())
 				if err != nil {
@@ -206,10 +235,7 @@ func TestDestinationCredentials(t *testing.T) {
 				if len(b.Attempts) < 2 {
 					t.Errorf("participant %d: attempts %v, want the action retried", i, outcomes)
 				}
-				wantErr := "401"
-				if i == 1 {
-					wantErr = "certificate"
-				}
+				wantErr := []string{"401", "certificate", map[string]string{"missing": "certificate", "wrong": "unauthenticated"}[name]}[i]
 				if len(b.Attempts) > 0 && !strings.Contains(b.Attempts[0].Error, wantErr) {
 					t.Errorf("participant %d: first error %q, want it to mention %q", i, b.Attempts[0].Error, wantErr)
 				}
