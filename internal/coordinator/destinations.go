@@ -100,6 +100,10 @@ func compile(match string, dest Destination) (*destination, error) {
 	}
 	cd := &destination{match: match, header: http.Header{}}
 	for k, v := range dest.Headers {
+		ck := http.CanonicalHeaderKey(k)
+		if strings.HasPrefix(ck, "Concord-") || strings.HasPrefix(ck, "Grpc-") || ck == "Content-Type" || ck == "Host" || ck == "Te" {
+			return nil, fmt.Errorf("header %q is the protocol's own", k)
+		}
 		cd.header.Set(k, v)
 	}
 	if dest.BearerToken != "" {

@@ -64,6 +64,8 @@ func TestLoadDestinationsErrors(t *testing.T) {
 		"missing files": `{"h": {"tls_cert": "/nonexistent/c.pem", "tls_key": "/nonexistent/k.pem"}}`,
 		"missing ca":    `{"h": {"ca": "/nonexistent/ca.pem"}}`,
 		"empty match":   `{"": {"bearer_token": "secret-value"}}`,
+		"branch header": `{"h": {"headers": {"concord-op": "secret-value"}}}`,
+		"content type":  `{"h": {"headers": {"Content-Type": "text/plain"}}}`,
 	} {
 		_, err := LoadDestinations(file(body))
 		if !errors.Is(err, ErrDestinations) {
