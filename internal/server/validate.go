@@ -57,10 +57,10 @@ func checkID(what, id string, required bool) error {
 	return nil
 }
 
-// checkMessage checks that the payload of a branch whose gRPC URL ends in
+// checkMessagePayload checks that the payload of a branch whose gRPC URL ends in
 // ?message=base64 (the payload is the method's own request message, its
 // wire bytes in base64) decodes.
-func checkMessage(what, url, payload string) error {
+func checkMessagePayload(what, url, payload string) error {
 	if !strings.HasSuffix(url, "?message=base64") {
 		return nil
 	}
@@ -150,10 +150,10 @@ func (s *Service) checkSaga(r *v1.SubmitSagaRequest) error {
 		if err := s.checkPayload(what, b.Payload); err != nil {
 			return err
 		}
-		if err := checkMessage(what, b.Action, b.Payload); err != nil {
+		if err := checkMessagePayload(what, b.Action, b.Payload); err != nil {
 			return err
 		}
-		if err := checkMessage(what, b.Compensate, b.Payload); err != nil {
+		if err := checkMessagePayload(what, b.Compensate, b.Payload); err != nil {
 			return err
 		}
 		for _, a := range b.After {
@@ -187,7 +187,7 @@ func (s *Service) checkCommit(mode, gid string, branches []*v1.TwoPCBranch, o *v
 		if err := s.checkPayload(what, b.Payload); err != nil {
 			return err
 		}
-		if err := checkMessage(what, b.Url, b.Payload); err != nil {
+		if err := checkMessagePayload(what, b.Url, b.Payload); err != nil {
 			return err
 		}
 	}
@@ -207,10 +207,10 @@ func (s *Service) checkRegister(r *v1.RegisterBranchRequest) error {
 	if err := checkURL("cancel", r.Cancel); err != nil {
 		return err
 	}
-	if err := checkMessage("branch", r.Confirm, r.Payload); err != nil {
+	if err := checkMessagePayload("branch", r.Confirm, r.Payload); err != nil {
 		return err
 	}
-	if err := checkMessage("branch", r.Cancel, r.Payload); err != nil {
+	if err := checkMessagePayload("branch", r.Cancel, r.Payload); err != nil {
 		return err
 	}
 	return s.checkPayload("branch", r.Payload)

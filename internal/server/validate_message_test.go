@@ -20,13 +20,13 @@ func TestCheckURLMessage(t *testing.T) {
 		}
 	}
 	good := base64.StdEncoding.EncodeToString([]byte{0x0a, 0x01, 0xff})
-	if err := checkMessage("b", "grpc://h:1/pkg.S/M?message=base64", good); err != nil {
+	if err := checkMessagePayload("b", "grpc://h:1/pkg.S/M?message=base64", good); err != nil {
 		t.Errorf("base64 payload refused: %v", err)
 	}
-	if err := checkMessage("b", "grpc://h:1/pkg.S/M?message=base64", "{not base64}"); err == nil {
+	if err := checkMessagePayload("b", "grpc://h:1/pkg.S/M?message=base64", "{not base64}"); err == nil {
 		t.Error("a payload that is not base64 was accepted for a message URL")
 	}
-	if err := checkMessage("b", "grpc://h:1/pkg.S/M", "{not base64}"); err != nil {
+	if err := checkMessagePayload("b", "grpc://h:1/pkg.S/M", "{not base64}"); err != nil {
 		t.Errorf("a BranchRequest URL's payload was checked as base64: %v", err)
 	}
 }
