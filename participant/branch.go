@@ -15,6 +15,11 @@ const (
 	// HeaderVote, on a 200 answer to prepare, set to "read-only", votes
 	// yes with nothing to commit: the branch gets no phase 2.
 	HeaderVote = "Concord-Vote"
+	// HeaderOutcome "done", in the metadata of an ALREADY_EXISTS answer
+	// from an ordinary gRPC method (UnaryServerInterceptor's barrier),
+	// says the operation was done before (a repeated delivery) or needs
+	// nothing (a null compensation): the coordinator takes it as success.
+	HeaderOutcome = "Concord-Outcome"
 )
 
 // Op names the operation the coordinator asks a branch to perform.

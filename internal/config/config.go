@@ -41,6 +41,8 @@ type Config struct {
 	TLSCert string `name:"tls-cert" help:"PEM certificate file; with tls-key, serve HTTPS"`
 	TLSKey  string `name:"tls-key" help:"PEM private key file"`
 
+	DestinationsConfig string `name:"destinations-config" help:"JSON file mapping branch URL prefixes or hosts to credentials for calling them: {headers, bearer_token, tls_cert, tls_key, ca}; see docs/operations.md"`
+
 	AlertWebhook string        `name:"alert-webhook" help:"URL that receives a JSON POST for every alert (stuck transaction, in-doubt branch)"`
 	InDoubtAlert time.Duration `name:"in-doubt-alert" help:"alert once when a 2PC branch has waited this long for phase 2 after voting yes; 0 turns it off"`
 

@@ -37,6 +37,9 @@ type HTTPCaller struct {
 	Client *http.Client
 	// Decorate, if set, may add headers (e.g. tracing) to each request.
 	Decorate func(*http.Request)
+	// Destinations, if set, adds credentials (headers, a client
+	// certificate, a CA) to the calls whose URL it matches.
+	Destinations *Destinations
 }
 
 // NewHTTPCaller returns a caller with a transport tuned for many concurrent
@@ -75,6 +78,13 @@ func (h *HTTPCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 		return protocol.OutcomeUnknown, err.Error()
 	}
 	req.Header.Set("Content-Type", "application/json")
+	client := h.Client
+	if d := h.Destinations.lookup(c.URL); d != nil {
+		d.apply(req.Header)
+		if d.http != nil {
+			client = d.http
+		}
+	}
 	participant.Branch{GID: gid, BranchID: c.Branch, Op: participant.Op(c.Op), Mode: string(mode)}.SetHeaders(req.Header)
 	if p := peersHeader(c); p != "" {
 		req.Header.Set(participant.HeaderPeers, p)
@@ -82,7 +92,7 @@ func (h *HTTPCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 	if h.Decorate != nil {
 		h.Decorate(req)
 	}
-	resp, err := h.Client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return protocol.OutcomeUnknown, "timeout: " + err.Error()

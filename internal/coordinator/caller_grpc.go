@@ -25,13 +25,20 @@ import (
 // pre-commit carry the metadata concord-peers (as Concord-Peers over
 // HTTP). Outcomes: OK is success (for a prepare, vote "read-only" is a
 // read-only vote); ABORTED is rejected; any other status, a timeout or a
-// connection error is unknown.
+// connection error is unknown. A URL ending in ?message=base64 calls an
+// ordinary gRPC method with its own request type instead (see
+// caller_grpc_message.go).
 type GRPCCaller struct {
 	plain, secure *http.Client
 	mu            sync.Mutex
 	clients       map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]
+	// messageClients serve ?message=base64 URLs (caller_grpc_message.go).
+	messageClients map[string]*connect.Client[wireMessage, wireMessage]
 	// Decorate, if set, may add metadata (e.g. tracing) to each request.
 	Decorate func(context.Context, http.Header)
+	// Destinations, if set, adds credentials (metadata, a client
+	// certificate, a CA) to the calls whose URL it matches.
+	Destinations *Destinations
 }
 
 // NewGRPCCaller returns a caller with HTTP/2 transports: cleartext (h2c)
@@ -42,14 +49,15 @@ func NewGRPCCaller() *GRPCCaller {
 	h2c.Protocols.SetUnencryptedHTTP2(true)
 	h2 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
 	return &GRPCCaller{
-		plain:   &http.Client{Transport: h2c},
-		secure:  &http.Client{Transport: h2},
-		clients: map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]{},
+		plain:          &http.Client{Transport: h2c},
+		secure:         &http.Client{Transport: h2},
+		clients:        map[string]*connect.Client[v1.BranchRequest, v1.BranchResponse]{},
+		messageClients: map[string]*connect.Client[wireMessage, wireMessage]{},
 	}
 }
 
 // client returns the (cached) connect client for a branch URL.
-func (g *GRPCCaller) client(raw string) (*connect.Client[v1.BranchRequest, v1.BranchResponse], error) {
+func (g *GRPCCaller) client(raw string, d *destination) (*connect.Client[v1.BranchRequest, v1.BranchResponse], error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if c, ok := g.clients[raw]; ok {
@@ -62,6 +70,9 @@ func (g *GRPCCaller) client(raw string) (*connect.Client[v1.BranchRequest, v1.Br
 	hc, scheme := g.plain, "http"
 	if u.Scheme == "grpcs" {
 		hc, scheme = g.secure, "https"
+		if d != nil && d.grpc != nil {
+			hc = d.grpc
+		}
 	}
 	c := connect.NewClient[v1.BranchRequest, v1.BranchResponse](hc, scheme+"://"+u.Host+u.Path, connect.WithGRPC())
 	if len(g.clients) < 10000 {
@@ -77,13 +88,18 @@ func (g *GRPCCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(c.Timeout))
 		defer cancel()
 	}
-	cl, err := g.client(c.URL)
+	d := g.Destinations.lookup(c.URL)
+	if isMessageURL(c.URL) {
+		return g.callMessage(ctx, gid, mode, c, d)
+	}
+	cl, err := g.client(c.URL, d)
 	if err != nil {
 		return protocol.OutcomeUnknown, err.Error()
 	}
 	req := connect.NewRequest(&v1.BranchRequest{
 		Gid: gid, BranchId: c.Branch, Op: string(c.Op), Mode: string(mode), Payload: c.Payload,
 	})
+	d.apply(req.Header())
 	if p := peersHeader(c); p != "" {
 		req.Header().Set(participant.HeaderPeers, p)
 	}
@@ -122,6 +138,18 @@ type SchemeCaller struct {
 // NewSchemeCaller returns a caller for http, https, grpc and grpcs URLs.
 func NewSchemeCaller() *SchemeCaller {
 	return &SchemeCaller{HTTP: NewHTTPCaller(), GRPC: NewGRPCCaller(), Broker: NewBrokerCaller()}
+}
+
+// WithDestinations makes the HTTP and gRPC callers add d's credentials to
+// the calls it matches, and returns s.
+func (s *SchemeCaller) WithDestinations(d *Destinations) *SchemeCaller {
+	if h, ok := s.HTTP.(*HTTPCaller); ok {
+		h.Destinations = d
+	}
+	if g, ok := s.GRPC.(*GRPCCaller); ok {
+		g.Destinations = d
+	}
+	return s
 }
 
 // Call implements Caller.

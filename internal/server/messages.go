@@ -55,6 +55,13 @@ func (s *Service) checkMessage(gid string, dests []*v1.MessageDestination, topic
 		if err := s.checkPayload(what, d.Payload); err != nil {
 			return err
 		}
+		body := d.Payload
+		if body == "" {
+			body = payload
+		}
+		if err := checkMessagePayload(what, d.Url, body); err != nil {
+			return err
+		}
 	}
 	if delayMs < 0 || delayMs > maxDuration {
 		return fmt.Errorf("delay_ms = %d: must be between 0 and %d (30 days)", delayMs, maxDuration)

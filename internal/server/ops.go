@@ -50,11 +50,12 @@ func (o *ops) listener() coordinator.Listener {
 
 // caller is the branch caller: the default one, propagating the trace
 // context to participants when tracing is on.
-func (o *ops) caller() coordinator.Caller {
+// dest adds per-destination credentials.
+func (o *ops) caller(dest *coordinator.Destinations) coordinator.Caller {
 	if o.tracer == nil {
-		return coordinator.NewSchemeCaller()
+		return coordinator.NewSchemeCaller().WithDestinations(dest)
 	}
-	return coordinator.NewDecoratedCaller(o.tracer.Decorate)
+	return coordinator.NewDecoratedCaller(o.tracer.Decorate).WithDestinations(dest)
 }
 
 // handler serves /metrics (with the API's token) and the dashboard at

@@ -46,6 +46,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
+	// Loaded first: a bad credentials file fails the start.
+	dest, err := coordinator.LoadDestinations(cfg.DestinationsConfig)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStartup, err)
+	}
 	st, where, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
@@ -60,7 +65,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	defer ops.close()
 	coord := coordinator.New(coordinator.Config{
 		Listener:  ops.listener(),
-		Caller:    ops.caller(),
+		Caller:    ops.caller(dest),
 		Shared:    shared,
 		Retention: cfg.Retention, RetentionInterval: cfg.RetentionInterval,
 		InDoubtAlert: cfg.InDoubtAlert,

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"strings"
@@ -56,6 +57,19 @@ func checkID(what, id string, required bool) error {
 	return nil
 }
 
+// checkMessagePayload checks that the payload of a branch whose gRPC URL ends in
+// ?message=base64 (the payload is the method's own request message, its
+// wire bytes in base64) decodes.
+func checkMessagePayload(what, url, payload string) error {
+	if !strings.HasSuffix(url, "?message=base64") {
+		return nil
+	}
+	if _, err := base64.StdEncoding.DecodeString(payload); err != nil {
+		return fmt.Errorf("%s.payload: the URL says message=base64, but the payload is not base64: %v", what, err)
+	}
+	return nil
+}
+
 // checkURL accepts absolute http and https URLs, and grpc/grpcs URLs that
 // name a method: grpc://host:port/package.Service/Method.
 func checkURL(what, raw string) error {
@@ -70,8 +84,8 @@ func checkURL(what, raw string) error {
 	case "http", "https":
 	case "grpc", "grpcs":
 		parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-		if len(parts) != 2 || !strings.Contains(parts[0], ".") || parts[1] == "" || u.RawQuery != "" || u.Fragment != "" {
-			return fmt.Errorf("%s URL %q: a gRPC branch URL names one method: grpc://host:port/package.Service/Method", what, raw)
+		if len(parts) != 2 || !strings.Contains(parts[0], ".") || parts[1] == "" || (u.RawQuery != "" && u.RawQuery != "message=base64") || strings.Contains(raw, "#") {
+			return fmt.Errorf("%s URL %q: a gRPC branch URL names one method: grpc://host:port/package.Service/Method, optionally with ?message=base64", what, raw)
 		}
 	default:
 		return fmt.Errorf("%s URL %q: scheme must be http, https, grpc or grpcs", what, raw)
@@ -136,6 +150,12 @@ func (s *Service) checkSaga(r *v1.SubmitSagaRequest) error {
 		if err := s.checkPayload(what, b.Payload); err != nil {
 			return err
 		}
+		if err := checkMessagePayload(what, b.Action, b.Payload); err != nil {
+			return err
+		}
+		if err := checkMessagePayload(what, b.Compensate, b.Payload); err != nil {
+			return err
+		}
 		for _, a := range b.After {
 			if err := checkID(what+".after", a, true); err != nil {
 				return err
@@ -167,6 +187,9 @@ func (s *Service) checkCommit(mode, gid string, branches []*v1.TwoPCBranch, o *v
 		if err := s.checkPayload(what, b.Payload); err != nil {
 			return err
 		}
+		if err := checkMessagePayload(what, b.Url, b.Payload); err != nil {
+			return err
+		}
 	}
 	return checkOptions(o)
 }
@@ -182,6 +205,12 @@ func (s *Service) checkRegister(r *v1.RegisterBranchRequest) error {
 		return err
 	}
 	if err := checkURL("cancel", r.Cancel); err != nil {
+		return err
+	}
+	if err := checkMessagePayload("branch", r.Confirm, r.Payload); err != nil {
+		return err
+	}
+	if err := checkMessagePayload("branch", r.Cancel, r.Payload); err != nil {
 		return err
 	}
 	return s.checkPayload("branch", r.Payload)
