@@ -58,8 +58,12 @@ func (o *ops) caller() coordinator.Caller {
 }
 
 // handler serves /metrics (with the API's token) and the dashboard at
-// /ui/ next to the API handler.
+// /ui/ next to the API handler. With tracing on, API requests continue
+// the trace of their traceparent header.
 func (o *ops) handler(api http.Handler, token string) http.Handler {
+	if o.tracer != nil {
+		api = o.tracer.Extract(api)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle("GET /metrics", requireToken(token, o.metrics.Handler()))
