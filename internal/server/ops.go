@@ -35,7 +35,7 @@ func newOps(ctx context.Context, log *slog.Logger) *ops {
 	case tp != nil:
 		o.tracer = tracing.New(tp)
 		o.shutdown = tp.Shutdown
-		log.Info("tracing on (OTLP/HTTP)")
+		log.Info("tracing on", "protocol", tracing.Protocol(os.Getenv))
 	}
 	return o
 }
