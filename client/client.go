@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/propagation"
 
 	v1 "github.com/concordtm/concord/gen/concord/v1"
 	"github.com/concordtm/concord/gen/concord/v1/concordv1connect"
@@ -68,6 +69,7 @@ type Client struct {
 	http    *http.Client // calls to participants (TCC try)
 	token   string
 	baseURL string
+	opts    *options
 }
 
 // Option configures a Client.
@@ -80,6 +82,9 @@ type options struct {
 	grpc    bool
 	json    bool
 	timeout time.Duration
+	// propagator injects the caller's trace context; nil: otel's
+	// global one (see WithPropagator).
+	propagator propagation.TextMapPropagator
 }
 
 // WithHTTPClient sets the HTTP client (for TLS settings, proxies, tracing).
@@ -123,7 +128,7 @@ func New(baseURL string, opts ...Option) *Client {
 		}
 		o.http = &http.Client{Transport: tr}
 	}
-	var copts []connect.ClientOption
+	copts := []connect.ClientOption{connect.WithInterceptors(traceInterceptor{&o})}
 	if o.grpc {
 		copts = append(copts, connect.WithGRPC())
 	}
@@ -138,6 +143,7 @@ func New(baseURL string, opts ...Option) *Client {
 		http:    o.branch,
 		token:   o.token,
 		baseURL: baseURL,
+		opts:    &o,
 	}
 }
 

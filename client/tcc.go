@@ -117,6 +117,7 @@ func (t *TCC) CallBranch(ctx context.Context, branchID string, payload any, try,
 		return nil, fmt.Errorf("%w: try URL: %v", ErrInvalid, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	t.c.inject(ctx, req.Header)
 	participant.Branch{GID: t.GID, BranchID: branchID, Op: participant.OpTry, Mode: "tcc"}.SetHeaders(req.Header)
 	resp, err := t.c.http.Do(req)
 	if err != nil {

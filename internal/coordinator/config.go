@@ -85,8 +85,10 @@ type Listener struct {
 	// Alerted is called for every alert.
 	Alerted func(a Alert)
 	// Started is called once a new transaction is durably accepted,
-	// before any of its branch calls.
-	Started func(gid string, mode protocol.Mode)
+	// before any of its branch calls. ctx is the submission's (the API
+	// request's): it carries the caller's trace context, if any; it may
+	// be cancelled soon after, so keep values from it, not ctx itself.
+	Started func(ctx context.Context, gid string, mode protocol.Mode)
 	// Resumed is called when this coordinator takes up an unfinished
 	// transaction it did not accept in this run: after a restart (how is
 	// "restart") or from a lapsed instance of a shared store ("takeover"),

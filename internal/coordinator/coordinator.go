@@ -324,7 +324,7 @@ func (c *Coordinator) apply(e *entry, ev protocol.Event) (protocol.Txn, error) {
 	if err != nil {
 		return old, err
 	}
-	return c.finish(e, old, nt, ev, fx, w)
+	return c.finish(context.Background(), e, old, nt, ev, fx, w)
 }
 
 // stepLocked runs the machine and, when the state changed, queues the
@@ -377,8 +377,9 @@ func (c *Coordinator) stepLocked(e *entry, ev protocol.Event) (protocol.Txn, []p
 
 // finish waits for the step's write to be durable and then carries out the
 // remaining effects. Nothing reaches a participant or a waiter before the
-// state that led to it is on disk.
-func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, fx []protocol.Effect, w *pendingWrite) (protocol.Txn, error) {
+// state that led to it is on disk. ctx is the submission's context when
+// the step creates the transaction (Listener.Started gets it).
+func (c *Coordinator) finish(ctx context.Context, e *entry, old, nt protocol.Txn, ev protocol.Event, fx []protocol.Effect, w *pendingWrite) (protocol.Txn, error) {
 	if w != nil {
 		if w.done != nil {
 			if err := <-w.done; err != nil {
@@ -395,7 +396,7 @@ func (c *Coordinator) finish(e *entry, old, nt protocol.Txn, ev protocol.Event, 
 			}
 			e.mu.Unlock()
 			if old.Status == protocol.StatusNew && c.cfg.Listener.Started != nil {
-				c.cfg.Listener.Started(nt.GID, nt.Mode)
+				c.cfg.Listener.Started(ctx, nt.GID, nt.Mode)
 			}
 		}
 		c.crashPoints(old, nt, ev, fx)

@@ -88,7 +88,7 @@ func MergeListeners(ls ...Listener) Listener {
 		out.BranchCall = chain4(out.BranchCall, l.BranchCall)
 		out.Finished = chain2(out.Finished, l.Finished)
 		out.Alerted = chain1(out.Alerted, l.Alerted)
-		out.Started = chain2(out.Started, l.Started)
+		out.Started = chain3(out.Started, l.Started)
 		out.Resumed = chain3(out.Resumed, l.Resumed)
 		out.Ended = chain3(out.Ended, l.Ended)
 		out.Heartbeat = chain2(out.Heartbeat, l.Heartbeat)

@@ -198,7 +198,7 @@ func (c *Coordinator) create(ctx context.Context, t protocol.Txn, fresh bool) (p
 		if err != nil || (fx == nil && w == nil) {
 			return nt, err
 		}
-		nt, err = c.finish(e, protocol.Txn{}, nt, protocol.Submit{}, fx, w)
+		nt, err = c.finish(ctx, e, protocol.Txn{}, nt, protocol.Submit{}, fx, w)
 		if errors.Is(err, store.ErrConflict) {
 			// Another instance created this gid first (or the store
 			// refused the whole batch for a neighbour's conflict: then

@@ -42,7 +42,7 @@ func exported(t *testing.T) map[string][]string {
 	l := m.Listener()
 	l.GroupCommit(1, time.Millisecond, errors.New("disk full"))
 	l.BranchCall(protocol.ModeSaga, protocol.OpAction, protocol.OutcomeSuccess, time.Millisecond)
-	l.Started("g", protocol.ModeSaga)
+	l.Started(context.Background(), "g", protocol.ModeSaga)
 	l.Finished(protocol.ModeSaga, protocol.StatusSucceeded)
 	l.Ended("g", protocol.ModeSaga, protocol.StatusSucceeded)
 	l.Alerted(coordinator.Alert{Kind: "stuck"})

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -17,8 +18,8 @@ func TestTransactionDuration(t *testing.T) {
 	m.now = func() time.Time { return clock }
 	l := m.Listener()
 
-	l.Started("fast", protocol.ModeSaga)
-	l.Started("slow", protocol.ModeTwoPC)
+	l.Started(context.Background(), "fast", protocol.ModeSaga)
+	l.Started(context.Background(), "slow", protocol.ModeTwoPC)
 	clock = clock.Add(40 * time.Millisecond)
 	l.Ended("fast", protocol.ModeSaga, protocol.StatusSucceeded)
 	clock = clock.Add(3 * time.Minute)
@@ -77,14 +78,14 @@ func TestTransactionDurationForgets(t *testing.T) {
 	clock := time.Unix(1_000_000, 0)
 	m.now = func() time.Time { return clock }
 	l := m.Listener()
-	l.Started("taken-over", protocol.ModeSaga)
+	l.Started(context.Background(), "taken-over", protocol.ModeSaga)
 	clock = clock.Add(2 * time.Hour)
-	l.Started("young", protocol.ModeSaga)
+	l.Started(context.Background(), "young", protocol.ModeSaga)
 	if len(m.startAt) != 2 {
 		t.Fatalf("%d start times, want 2", len(m.startAt))
 	}
 	clock = clock.Add(forgetAfter)
-	l.Started("new", protocol.ModeSaga)
+	l.Started(context.Background(), "new", protocol.ModeSaga)
 	if _, ok := m.startAt["taken-over"]; ok || len(m.startAt) != 2 {
 		t.Errorf("start times %v: want taken-over forgotten, young and new kept", m.startAt)
 	}

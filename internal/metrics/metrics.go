@@ -130,7 +130,7 @@ func (m *Metrics) Listener() coordinator.Listener {
 		BranchCall: func(mode protocol.Mode, op protocol.Op, outcome protocol.Outcome, d time.Duration) {
 			m.calls.WithLabelValues(string(mode), string(op), string(outcome)).Observe(d.Seconds())
 		},
-		Started: func(gid string, mode protocol.Mode) {
+		Started: func(_ context.Context, gid string, mode protocol.Mode) {
 			m.started.WithLabelValues(string(mode)).Inc()
 			now := m.now()
 			m.mu.Lock()

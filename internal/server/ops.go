@@ -35,7 +35,7 @@ func newOps(ctx context.Context, log *slog.Logger) *ops {
 	case tp != nil:
 		o.tracer = tracing.New(tp)
 		o.shutdown = tp.Shutdown
-		log.Info("tracing on (OTLP/HTTP)")
+		log.Info("tracing on", "protocol", tracing.Protocol(os.Getenv))
 	}
 	return o
 }
@@ -59,8 +59,12 @@ func (o *ops) caller(dest *coordinator.Destinations) coordinator.Caller {
 }
 
 // handler serves /metrics (with the API's token) and the dashboard at
-// /ui/ next to the API handler.
+// /ui/ next to the API handler. With tracing on, API requests continue
+// the trace of their traceparent header.
 func (o *ops) handler(api http.Handler, token string) http.Handler {
+	if o.tracer != nil {
+		api = o.tracer.Extract(api)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle("GET /metrics", requireToken(token, o.metrics.Handler()))

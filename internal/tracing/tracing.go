@@ -1,6 +1,7 @@
 // Package tracing turns coordinator events into OpenTelemetry spans: one
-// span per transaction, from its durable acceptance to its final status,
-// and one child span per branch call, whose W3C trace context (traceparent
+// span per transaction, from its durable acceptance to its final status
+// (a child of the submitter's span when the API request carried a W3C
+// traceparent, see Tracer.Extract), and one child span per branch call, whose W3C trace context (traceparent
 // and tracestate) goes to the participant in the call's HTTP headers or
 // gRPC metadata, so the participant's own spans join the trace.
 //
@@ -81,8 +82,28 @@ func (t *Tracer) Decorate(ctx context.Context, h http.Header) {
 	t.prop.Inject(ctx, propagation.HeaderCarrier(h))
 }
 
-func (t *Tracer) started(gid string, mode protocol.Mode) {
-	t.openSpan(gid, mode)
+// Extract wraps an API handler: the W3C trace context of a request
+// (traceparent and tracestate headers, which are also gRPC metadata)
+// goes into its context, so that a transaction it submits continues the
+// caller's trace.
+func (t *Tracer) Extract(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Traceparent") != "" {
+			r = r.WithContext(t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// started opens the span of a newly accepted transaction: a child of the
+// submitter's span when ctx carries one (see Extract), else a new trace.
+func (t *Tracer) started(ctx context.Context, gid string, mode protocol.Mode) {
+	parent := context.Background()
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		// Only the span context: ctx is the request's and ends with it.
+		parent = trace.ContextWithSpanContext(parent, sc)
+	}
+	t.openSpan(parent, gid, mode)
 }
 
 // resumed opens the transaction span of a transaction taken up again: it
@@ -90,12 +111,12 @@ func (t *Tracer) started(gid string, mode protocol.Mode) {
 // final status, in a trace of its own (the first part's span, if any, was
 // another process's).
 func (t *Tracer) resumed(gid string, mode protocol.Mode, how string) {
-	t.openSpan(gid, mode, AttrResumed.String(how))
+	t.openSpan(context.Background(), gid, mode, AttrResumed.String(how))
 }
 
-func (t *Tracer) openSpan(gid string, mode protocol.Mode, extra ...attribute.KeyValue) {
+func (t *Tracer) openSpan(parent context.Context, gid string, mode protocol.Mode, extra ...attribute.KeyValue) {
 	attrs := append([]attribute.KeyValue{AttrGID.String(gid), AttrMode.String(string(mode))}, extra...)
-	_, span := t.tracer.Start(context.Background(), "concord "+string(mode)+" transaction",
+	_, span := t.tracer.Start(parent, "concord "+string(mode)+" transaction",
 		trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attrs...))
 	t.mu.Lock()

@@ -141,6 +141,21 @@ func TestTracingOffByDefault(t *testing.T) {
 		t.Fatalf("otlp: provider %v, err %v", tp, err)
 	}
 	tp.Shutdown(t.Context())
+	for proto, ok := range map[string]bool{"grpc": true, "http/protobuf": true, "http/json": false} {
+		env["OTEL_EXPORTER_OTLP_PROTOCOL"] = proto
+		tp, err = tracing.FromEnv(t.Context(), getenv)
+		if (err == nil) != ok || (tp != nil) != ok {
+			t.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%s: provider %v, err %v; want accepted=%v", proto, tp, err, ok)
+		}
+		if tp != nil {
+			tp.Shutdown(t.Context())
+		}
+	}
+	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/json"
+	env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "grpc" // the traces variable wins
+	if got := tracing.Protocol(getenv); got != "grpc" {
+		t.Errorf("protocol %q, want grpc", got)
+	}
 	env["OTEL_SDK_DISABLED"] = "true"
 	if tp, _ := tracing.FromEnv(t.Context(), getenv); tp != nil {
 		t.Errorf("OTEL_SDK_DISABLED=true: tracing on")
