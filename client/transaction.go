@@ -164,3 +164,20 @@ func (t *Transaction) UnmarshalJSON(b []byte) error {
 	*t = *fromProto(&p)
 	return nil
 }
+
+// GetStatus returns t.Status, or "" for a nil t: for error paths, where
+// a call failed and returned no transaction.
+func (t *Transaction) GetStatus() string {
+	if t == nil {
+		return ""
+	}
+	return t.Status
+}
+
+// GetReason returns t.Reason, or "" for a nil t.
+func (t *Transaction) GetReason() string {
+	if t == nil {
+		return ""
+	}
+	return t.Reason
+}

@@ -167,9 +167,9 @@ func (r *run) check(final map[string]*client.Transaction) outcome {
 			mode = "tcc"
 			fwd, bwd, conf = participant.OpTry, participant.OpCancel, participant.OpConfirm
 		}
-		status := tx.Status
-		if tx == nil {
-			status = "never began"
+		status := "never began"
+		if tx != nil {
+			status = tx.Status
 		}
 		counts[mode+" "+status]++
 		var problems []string

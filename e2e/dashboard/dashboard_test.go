@@ -150,18 +150,18 @@ func TestDashboard(t *testing.T) {
 	tx, err := c.NewSaga(okGID).Add(p("/a/action"), p("/a/compensate"), "one").
 		Add(p("/b/action"), p("/b/compensate"), "two").SubmitAndWait(t.Context())
 	if err != nil || tx.Status != client.StatusSucceeded {
-		t.Fatalf("saga %s: %v %v", okGID, tx.Status, err)
+		t.Fatalf("saga %s: %v %v", okGID, tx.GetStatus(), err)
 	}
 	tx, err = c.NewSaga(compGID).Add(p("/a/action"), p("/a/compensate"), "one").
 		Add(p("/no/action"), p("/no/compensate"), "two").SubmitAndWait(t.Context())
 	if err != nil || tx.Status != client.StatusAborted {
-		t.Fatalf("saga %s: %v %v", compGID, tx.Status, err)
+		t.Fatalf("saga %s: %v %v", compGID, tx.GetStatus(), err)
 	}
 	tx, err = c.NewSaga(stuckGID).WithOptions(client.Options{MaxAttempts: 1}).
 		Add(p("/a/action"), p("/flaky/compensate"), "one").
 		Add(p("/no/action"), p("/no/compensate"), "two").SubmitAndWait(t.Context())
 	if err != nil || tx.Status != client.StatusStuck {
-		t.Fatalf("saga %s: %v %v", stuckGID, tx.Status, err)
+		t.Fatalf("saga %s: %v %v", stuckGID, tx.GetStatus(), err)
 	}
 
 	// A saga whose first action keeps failing: it retries for a long time.
@@ -245,7 +245,7 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	if tx, err := c.NewMessage(msgGID).Payload("hello").ToBranch("mail", p("/m/"), nil).SendAndWait(t.Context()); err != nil || tx.Status != client.StatusSucceeded {
-		t.Fatalf("message %s: %v %v", msgGID, tx.Status, err)
+		t.Fatalf("message %s: %v %v", msgGID, tx.GetStatus(), err)
 	}
 	run(t, ctx, "open "+doubtGID, chromedp.Navigate(srv.URL+"/ui/#/tx/"+doubtGID))
 	waitJS(t, ctx, "the in-doubt branch", `(document.querySelector('tr[data-branch="bank"] td[data-state]')||{innerText:""}).innerText.includes("in doubt")`)
@@ -288,7 +288,7 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("%d compensate calls drawn for branch 1, want 2 (the failed one and the retried one)", n)
 	}
 	if tx, err := c.Get(t.Context(), stuckGID); err != nil || tx.Status != client.StatusAborted {
-		t.Errorf("after retry from the page: %v %v", tx.Status, err)
+		t.Errorf("after retry from the page: %v %v", tx.GetStatus(), err)
 	}
 	// Each operator action left an audit line.
 	testenv.Eventually(t, 10*time.Second, "audit lines", func() bool {

@@ -104,7 +104,7 @@ func TestKafkaCoordinatorRetryAfterAppend(t *testing.T) {
 		t.Fatalf("after lost responses the topic holds %d records, want 2 (warm-up, and the message once)", n)
 	}
 	if tx, err := c.Get(ctx, m.GID()); err != nil || tx.Status == "succeeded" {
-		t.Fatalf("%s is %s (%v) without a confirmation from Kafka", m.GID(), tx.Status, err)
+		t.Fatalf("%s is %s (%v) without a confirmation from Kafka", m.GID(), tx.GetStatus(), err)
 	}
 	srv.Kill()
 	k.DropProduceResponsesFor(0)

@@ -153,7 +153,7 @@ func checkOutage(t *testing.T, storeURL string, down, up func()) {
 		tx, err := c.Wait(ctx, gid)
 		cancel()
 		if err != nil || tx.Status != client.StatusSucceeded {
-			t.Fatalf("%s after the outage: %v %v", gid, tx.Status, err)
+			t.Fatalf("%s after the outage: %v %v", gid, tx.GetStatus(), err)
 		}
 	}
 }

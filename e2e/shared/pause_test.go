@@ -185,7 +185,7 @@ func checkPaused(t *testing.T, storeURL string) {
 	for _, gid := range held {
 		tx, err := clients[0].Get(t.Context(), gid)
 		if err != nil || tx.Status != final[gid] {
-			t.Errorf("%s: the resumed node says %v (%v), the survivors said %s\n%s", gid, tx.Status, err, final[gid], show(tx))
+			t.Errorf("%s: the resumed node says %v (%v), the survivors said %s\n%s", gid, tx.GetStatus(), err, final[gid], show(tx))
 		}
 	}
 	stop()

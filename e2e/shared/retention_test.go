@@ -27,7 +27,7 @@ func TestRetention(t *testing.T) {
 			for i := range 30 {
 				tx, err := c.NewSaga(prefix+"-old-"+string(rune('a'+i%26))+string(rune('a'+i/26))).Add(ok, ok, "x").SubmitAndWait(t.Context())
 				if err != nil || tx.Status != client.StatusSucceeded {
-					t.Fatalf("saga: %v %v", tx.Status, err)
+					t.Fatalf("saga: %v %v", tx.GetStatus(), err)
 				}
 				old = append(old, tx.GID)
 			}

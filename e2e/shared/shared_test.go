@@ -217,7 +217,7 @@ func killOneOfThree(t *testing.T, storeURL string) {
 		}
 		other, err := clients[2-i%2].Get(t.Context(), gid)
 		if err != nil || other.Status != tx.Status {
-			t.Fatalf("%s: node %d says %s, the other node %v (%v)", gid, 1+i%2, tx.Status, other.Status, err)
+			t.Fatalf("%s: node %d says %s, the other node %v (%v)", gid, 1+i%2, tx.GetStatus(), other.GetStatus(), err)
 		}
 		outcomes[tx.Status]++
 		if at := tx.UpdatedAt; at.After(lastDone) {

@@ -207,7 +207,7 @@ func TestMsgConsumers(t *testing.T) {
 	}
 	tx, err := c.Wait(t.Context(), "g8-paid")
 	if err != nil || tx.Status != client.StatusSucceeded {
-		t.Fatalf("payment done: %v, %v", tx.Status, err)
+		t.Fatalf("payment done: %v, %v", tx.GetStatus(), err)
 	}
 	want("accounts", "user=A balance=50 frozen=0", "user=B balance=70 frozen=0")
 	want("orders", "id=8 user=B sku=T-shirt qty=2 amount=30 status=paid")

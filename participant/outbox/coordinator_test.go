@@ -153,7 +153,7 @@ func TestCoordinatorSinkResendIsIdempotent(t *testing.T) {
 		gid := MessageGID("shop", m.ID)
 		tx, err := c.Get(t.Context(), gid)
 		if err != nil || tx.Status != client.StatusSucceeded {
-			t.Fatalf("%s: %v, %v", gid, tx.Status, err)
+			t.Fatalf("%s: %v, %v", gid, tx.GetStatus(), err)
 		}
 	}
 	if n := cons.count(); len(n) != 2 || n["shop:order-1"] != 1 || n[MessageGID("shop", "order/2")] != 1 {
@@ -249,7 +249,7 @@ func TestCoordinatorSinkRelayCrash(t *testing.T) {
 		gid := MessageGID("svc", "m"+strconv.Itoa(i))
 		tx, err := c.Wait(t.Context(), gid)
 		if err != nil || tx.Status != client.StatusSucceeded {
-			t.Fatalf("%s: %s, %v", gid, tx.Status, err)
+			t.Fatalf("%s: %s, %v", gid, tx.GetStatus(), err)
 		}
 	}
 	if got := cons.count(); len(got) != n {
@@ -306,7 +306,7 @@ func TestCoordinatorSinkOrderAtTheConsumer(t *testing.T) {
 			drain(t, o.NewRelay(db, sink, RelayConfig{BatchSize: n}))
 			for i := range n {
 				if tx, err := c.Wait(t.Context(), MessageGID("ord", "m-"+strconv.Itoa(i))); err != nil || tx.Status != client.StatusSucceeded {
-					t.Fatalf("message %d: %s, %v", i, tx.Status, err)
+					t.Fatalf("message %d: %s, %v", i, tx.GetStatus(), err)
 				}
 			}
 			inOrder := true
