@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/concordtm/concord/internal/destination"
 )
 
 // Config is everything `concord serve` can be told. Each field's `name` tag
@@ -40,6 +42,8 @@ type Config struct {
 	Token   string `name:"token" help:"if set, API calls need 'Authorization: Bearer <token>'"`
 	TLSCert string `name:"tls-cert" help:"PEM certificate file; with tls-key, serve HTTPS"`
 	TLSKey  string `name:"tls-key" help:"PEM private key file"`
+
+	AllowDestinations string `name:"allow-destinations" help:"comma-separated hosts the coordinator may call (branches, check-backs, brokers): [scheme://]host, *.domain, IP or CIDR; empty: any (see docs/operations.md)"`
 
 	AlertWebhook string        `name:"alert-webhook" help:"URL that receives a JSON POST for every alert (stuck transaction, in-doubt branch)"`
 	InDoubtAlert time.Duration `name:"in-doubt-alert" help:"alert once when a 2PC branch has waited this long for phase 2 after voting yes; 0 turns it off"`
@@ -111,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together"))
+	}
+	if _, err := destination.Parse(c.AllowDestinations); err != nil {
+		errs = append(errs, err)
 	}
 	if c.AlertWebhook != "" {
 		if u, err := url.Parse(c.AlertWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/participant"
@@ -103,4 +104,25 @@ func (h *HTTPCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 	default:
 		return protocol.OutcomeUnknown, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
+}
+
+// maxErrorText bounds the error text a call's result keeps (and so the
+// record, the API and the dashboard show): a participant's answer is
+// untrusted and may be large.
+const maxErrorText = 1024
+
+// truncatedMark ends an error text that was cut at maxErrorText.
+const truncatedMark = " …[truncated]"
+
+// boundError cuts msg to at most maxErrorText bytes (on a rune boundary),
+// marked as truncated.
+func boundError(msg string) string {
+	if len(msg) <= maxErrorText {
+		return msg
+	}
+	cut := maxErrorText - len(truncatedMark)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + truncatedMark
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/participant"
@@ -81,5 +82,18 @@ func TestDecoratedCallerDeliversToBrokers(t *testing.T) {
 				t.Fatalf("Close: %v", err)
 			}
 		})
+	}
+}
+
+// TestBoundError: a participant's long answer is kept to maxErrorText
+// bytes, cut on a rune boundary and marked; a short one is kept as is.
+func TestBoundError(t *testing.T) {
+	if got := boundError("short"); got != "short" {
+		t.Errorf("boundError(short) = %q", got)
+	}
+	long := strings.Repeat("é", 2000) // 2 bytes a rune
+	got := boundError(long)
+	if len(got) > maxErrorText || !strings.HasSuffix(got, truncatedMark) || !utf8.ValidString(got) {
+		t.Errorf("boundError(4000 bytes) = %d bytes, valid UTF-8 %v, marked %v", len(got), utf8.ValidString(got), strings.HasSuffix(got, truncatedMark))
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/concordtm/concord/internal/config"
 	"github.com/concordtm/concord/internal/coordinator"
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/store"
 	"github.com/concordtm/concord/internal/store/embedded"
@@ -46,6 +47,34 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		// Loaded before listening, so that a missing or bad file fails
+		// the start instead of every handshake.
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("%w: tls: %v", ErrStartup, err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStartup, err)
+	}
+	defer ln.Close() // srv.Shutdown closes it too; this covers a failed start
+	dest, err := destination.Parse(cfg.AllowDestinations)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStartup, err)
+	}
+	dest.SetSelf(ln.Addr())
+	if !dest.Restricted() && !loopbackOnly(ln.Addr()) {
+		log.Warn("listening beyond loopback without -allow-destinations: anyone who can submit a transaction can make "+
+			"this coordinator call any URL (an internal service, a cloud metadata address); set -allow-destinations", "addr", ln.Addr().String())
+	}
+	if cfg.Token == "" && !loopbackOnly(ln.Addr()) {
+		log.Warn("listening beyond loopback without -token: anyone who can reach "+ln.Addr().String()+
+			" can submit, retry and abort transactions; set -token (and -tls-cert) or listen on 127.0.0.1", "addr", ln.Addr().String())
+	}
 	st, where, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
@@ -70,6 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 			RetryInitial: int64(cfg.RetryInitial), RetryMax: int64(cfg.RetryMax),
 		},
 		AlertWebhook: cfg.AlertWebhook,
+		Destinations: dest,
 		Logger:       log,
 	}, st)
 	if err := coord.Start(ctx); err != nil {
@@ -81,25 +111,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	svc := NewService(coord, Limits{
 		MaxBranches: cfg.MaxBranches, MaxPayloadBytes: cfg.MaxPayloadBytes,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxWait: cfg.MaxWait,
-	}).WithAuditLog(log)
-	var tlsConfig *tls.Config
-	if cfg.TLSCert != "" {
-		// Loaded before listening, so that a missing or bad file fails
-		// the start instead of every handshake.
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("%w: tls: %v", ErrStartup, err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStartup, err)
-	}
-	if cfg.Token == "" && !loopbackOnly(ln.Addr()) {
-		log.Warn("listening beyond loopback without -token: anyone who can reach "+ln.Addr().String()+
-			" can submit, retry and abort transactions; set -token (and -tls-cert) or listen on 127.0.0.1", "addr", ln.Addr().String())
-	}
+	}).WithAuditLog(log).WithDestinations(dest)
 	srv := &http.Server{
 		Handler:           jsonErrors(ops.handler(Handler(svc, cfg.Token), cfg.Token), int64(svc.limits.MaxRequestBytes)),
 		TLSConfig:         tlsConfig,

@@ -48,6 +48,9 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[v1.Subscri
 	if err := checkSubscribe(r); err != nil {
 		return nil, invalid(err)
 	}
+	if err := s.allowed("subscription", r.Url); err != nil {
+		return nil, invalid(err)
+	}
 	sub, created, changed, err := s.coord.Subscribe(ctx, topic.Subscription{Topic: r.Topic, Subscriber: r.Subscriber, URL: r.Url})
 	if err != nil {
 		return nil, apiError(err)
