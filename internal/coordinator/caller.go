@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/participant"
 )
@@ -125,4 +126,25 @@ func boundError(msg string) string {
 		cut--
 	}
 	return msg[:cut] + truncatedMark
+}
+
+// scrubSecrets hides the credentials of url (a password in its user info,
+// secret query parameters: see destination.Secrets) wherever they appear
+// in msg, an error text that is stored, shown by the API and logged: a
+// client library's error may quote the URL it dialled (net/http hides the
+// password, not a token in the query).
+func scrubSecrets(msg, url string) string {
+	if msg == "" {
+		return msg
+	}
+	if red := destination.Redact(url); red != url {
+		msg = strings.ReplaceAll(msg, url, red)
+	}
+	for _, s := range destination.Secrets(url) {
+		// A very short secret would blank out ordinary words.
+		if len(s) >= 4 {
+			msg = strings.ReplaceAll(msg, s, "xxxxx")
+		}
+	}
+	return msg
 }

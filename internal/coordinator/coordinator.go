@@ -548,7 +548,7 @@ func (c *Coordinator) startCall(gid string, mode protocol.Mode, call protocol.Ca
 		} else {
 			outcome, msg = c.caller.Call(ctx, gid, mode, call)
 		}
-		msg = boundError(msg)
+		msg = boundError(scrubSecrets(msg, call.URL))
 		done(outcome, msg)
 		if c.cfg.Listener.BranchCall != nil {
 			c.cfg.Listener.BranchCall(mode, call.Op, outcome, time.Since(started))

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -251,4 +252,41 @@ func secretKey(k string) bool {
 		}
 	}
 	return false
+}
+
+// Secrets returns what Redact hides in raw: the password of its user info
+// and the values of secret-looking query parameters, each as written and
+// decoded.
+func Secrets(raw string) []string {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil
+	}
+	var out []string
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		out = append(out, s)
+		if dec, err := url.QueryUnescape(s); err == nil && dec != s {
+			out = append(out, dec)
+		}
+	}
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	if i := strings.LastIndex(rest[:end], "@"); i >= 0 {
+		_, pass, _ := strings.Cut(rest[:i], ":")
+		add(pass)
+	}
+	if _, query, ok := strings.Cut(rest[end:], "?"); ok {
+		query, _, _ = strings.Cut(query, "#")
+		for _, kv := range strings.Split(query, "&") {
+			if k, v, ok := strings.Cut(kv, "="); ok && secretKey(k) {
+				add(v)
+			}
+		}
+	}
+	return out
 }

@@ -106,3 +106,11 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+func TestSecrets(t *testing.T) {
+	got := Secrets("https://u:p%40ss@h/x?token=t0k&a=b&api_key=k#f")
+	want := []string{"p%40ss", "p@ss", "t0k", "k"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("Secrets = %q, want %q", got, want)
+	}
+}
