@@ -53,6 +53,11 @@ type Config struct {
 	MaxRequestBytes int           `name:"max-request-bytes" help:"bytes per API request body"`
 	MaxWait         time.Duration `name:"max-wait" help:"longest a wait=true call blocks"`
 
+	ReadHeaderTimeout time.Duration `name:"read-header-timeout" help:"how long a client may take to send a request's headers"`
+	BodyReadTimeout   time.Duration `name:"body-read-timeout" help:"how long a client may take to send a request's body, once its headers are in"`
+	RateLimit         int           `name:"rate-limit" help:"API requests per second allowed from one client IP (429 beyond); 0: no limit"`
+	RateBurst         int           `name:"rate-burst" help:"requests a client IP may send at once before -rate-limit applies; 0: the rate"`
+
 	Timeout          time.Duration `name:"timeout" help:"default transaction deadline"`
 	BranchTimeout    time.Duration `name:"branch-timeout" help:"default timeout of one branch call"`
 	MaxAttempts      int           `name:"max-attempts" help:"default attempts per branch operation"`
@@ -67,6 +72,7 @@ func Default() Config {
 		Addr: "127.0.0.1:7070", DataDir: "concord-data", Engine: "pebble", LogLevel: "info", LogFormat: "text",
 		Shared: "auto", LeaseTTL: 10 * time.Second, Migrate: true, RetentionInterval: time.Minute, InDoubtAlert: 5 * time.Minute,
 		MaxBranches: 100, MaxPayloadBytes: 64 << 10, MaxRequestBytes: 4 << 20, MaxWait: 60 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second, BodyReadTimeout: 30 * time.Second,
 		Timeout: 60 * time.Second, BranchTimeout: 10 * time.Second, MaxAttempts: 8, MaxTotalAttempts: 64,
 		RetryInitial: 200 * time.Millisecond, RetryMax: 30 * time.Second,
 	}
@@ -133,11 +139,15 @@ func (c Config) Validate() error {
 		{"timeout", int64(c.Timeout)}, {"branch-timeout", int64(c.BranchTimeout)},
 		{"max-attempts", int64(c.MaxAttempts)}, {"max-total-attempts", int64(c.MaxTotalAttempts)},
 		{"retry-initial", int64(c.RetryInitial)}, {"retry-max", int64(c.RetryMax)},
+		{"read-header-timeout", int64(c.ReadHeaderTimeout)}, {"body-read-timeout", int64(c.BodyReadTimeout)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", p.name))
 		}
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		errs = append(errs, errors.New("rate-limit and rate-burst must not be negative"))
 	}
 	if c.RetryMax < c.RetryInitial {
 		errs = append(errs, errors.New("retry-max must not be below retry-initial"))

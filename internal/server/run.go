@@ -112,10 +112,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		MaxBranches: cfg.MaxBranches, MaxPayloadBytes: cfg.MaxPayloadBytes,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxWait: cfg.MaxWait,
 	}).WithAuditLog(log).WithDestinations(dest)
+	var limiter *clientLimiter
+	if cfg.RateLimit > 0 {
+		limiter = newClientLimiter(float64(cfg.RateLimit), cfg.RateBurst)
+	}
 	srv := &http.Server{
-		Handler:           jsonErrors(ops.handler(Handler(svc, cfg.Token), cfg.Token), int64(svc.limits.MaxRequestBytes)),
+		Handler:           rateLimited(limiter, bodyTimeout(cfg.BodyReadTimeout, jsonErrors(ops.handler(Handler(svc, cfg.Token), cfg.Token), int64(svc.limits.MaxRequestBytes)))),
 		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
