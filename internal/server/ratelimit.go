@@ -132,24 +132,31 @@ func bodyTimeout(d time.Duration, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		r.Body = &deadlineBody{body: r.Body, done: func() { rc.SetReadDeadline(time.Time{}) }}
+		r.Body = &deadlineBody{body: r.Body, done: func() { rc.SetReadDeadline(time.Time{}) },
+			// The rest of the body may still come: the connection cannot
+			// carry another request, so it is closed after the answer.
+			failed: func() { w.Header().Set("Connection", "close") }}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// deadlineBody calls done once, when the body has been read to its end.
-// After a timeout the deadline stays, so that the server's own attempt to
-// drain the rest of the body fails too and the connection is closed.
+// deadlineBody calls done when the body has been read to its end, or
+// failed when a read fails (a timeout): then the deadline stays, so that
+// the server's own attempt to drain the rest of the body fails too.
 type deadlineBody struct {
-	body io.ReadCloser
-	done func()
-	once sync.Once
+	body   io.ReadCloser
+	done   func() // once, at the end of the body
+	failed func() // once, on the first read error but io.EOF
+	once   sync.Once
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.once.Do(b.done)
+	case err != nil:
+		b.once.Do(b.failed)
 	}
 	return n, err
 }
