@@ -127,7 +127,7 @@ func (c Config) Validate() error {
 	}
 	if c.AlertWebhook != "" {
 		if u, err := url.Parse(c.AlertWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("alert-webhook %q: want an http or https URL", c.AlertWebhook))
+			errs = append(errs, fmt.Errorf("alert-webhook %q: want an http or https URL", destination.Redact(c.AlertWebhook)))
 		}
 	}
 	positive := []struct {
