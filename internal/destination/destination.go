@@ -201,6 +201,28 @@ func (p *Policy) isSelf(scheme, host, port string) bool {
 	} else {
 		return false
 	}
+	return p.selfIP(ip)
+}
+
+// CheckDial refuses a connection about to be made to address (ip:port,
+// after DNS) when it is the coordinator's own listener: a name that
+// resolves to the coordinator, which Check cannot see, is refused here.
+// The branch callers use it as their dialer's Control.
+func (p *Policy) CheckDial(network, address string) error {
+	if p == nil || p.port == 0 {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || ap.Port() != p.port {
+		return nil
+	}
+	if p.selfIP(ap.Addr().Unmap()) {
+		return fmt.Errorf("%w: %s is the coordinator's own listener", ErrRefused, address)
+	}
+	return nil
+}
+
+func (p *Policy) selfIP(ip netip.Addr) bool {
 	for _, s := range p.self {
 		a := s.Addr()
 		switch {

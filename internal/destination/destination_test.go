@@ -114,3 +114,19 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("Secrets = %q, want %q", got, want)
 	}
 }
+
+func TestCheckDial(t *testing.T) {
+	p, _ := Parse("")
+	if err := p.CheckDial("tcp", "127.0.0.1:7070"); err != nil {
+		t.Errorf("no listener set: %v", err)
+	}
+	addr, _ := net.ResolveTCPAddr("tcp", "127.0.0.1:7070")
+	p.SetSelf(addr)
+	for address, refused := range map[string]bool{
+		"127.0.0.1:7070": true, "[::1]:7070": true, "127.0.0.1:7071": false, "10.0.0.1:7070": false,
+	} {
+		if err := p.CheckDial("tcp", address); (err != nil) != refused {
+			t.Errorf("CheckDial(%s) = %v, want refused %v", address, err, refused)
+		}
+	}
+}

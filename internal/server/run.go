@@ -87,9 +87,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	ops := newOps(ctx, log)
 	defer ops.close()
+	caller := ops.caller()
+	if sc, ok := caller.(*coordinator.SchemeCaller); ok {
+		sc.GuardDials(dest) // names that resolve to this listener
+	}
 	coord := coordinator.New(coordinator.Config{
 		Listener:  ops.listener(),
-		Caller:    ops.caller(),
+		Caller:    caller,
 		Shared:    shared,
 		Retention: cfg.Retention, RetentionInterval: cfg.RetentionInterval,
 		InDoubtAlert: cfg.InDoubtAlert,
