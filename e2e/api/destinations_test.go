@@ -109,3 +109,20 @@ func TestDestinationsRefusedAtCallTime(t *testing.T) {
 		t.Errorf("the participant was called after the list refused it: %v (last error %q)", calls, last)
 	}
 }
+
+// TestOpenListenerWarnsWithoutAllowList: listening beyond loopback without
+// -allow-destinations logs a warning that names the setting; with a list,
+// or on loopback, there is none.
+func TestOpenListenerWarnsWithoutAllowList(t *testing.T) {
+	t.Parallel()
+	const warning = "without -allow-destinations"
+	open := serve(t, "-addr", "0.0.0.0:0")
+	listed := serve(t, "-addr", "0.0.0.0:0", "-allow-destinations", "*.internal")
+	loopback := serve(t)
+	testenv.Eventually(t, 10*time.Second, "the warning", func() bool { return strings.Contains(open.Stderr(), warning) })
+	for name, srv := range map[string]*proc.Server{"with a list": listed, "on loopback": loopback} {
+		if strings.Contains(srv.Stderr(), warning) {
+			t.Errorf("%s: warned:\n%s", name, srv.Stderr())
+		}
+	}
+}
