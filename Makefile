@@ -15,11 +15,13 @@ race: ## the tests with the race detector, as CI runs them
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags failpoints ./internal/failpoint
 
 lint: ## gofmt (fails listing unformatted files) and go vet
 	@files=$$(gofmt -l .); \
 	if [ -n "$$files" ]; then echo "gofmt needed:"; echo "$$files"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags failpoints ./internal/failpoint
 
 bench:
 	$(GO) test -run='^$$' -bench=. $(PKGS)

@@ -30,13 +30,23 @@ func Open(ctx context.Context, d Destination) (Publisher, error) {
 func open(ctx context.Context, d Destination, dial dialFunc) (BatchPublisher, error) {
 	switch d.Kind {
 	case RabbitMQ:
-		return openAMQP(ctx, d, dial)
+		return opened(openAMQP(ctx, d, dial))
 	case NATS:
-		return openNATS(ctx, d, dial)
+		return opened(openNATS(ctx, d, dial))
 	case Redis:
-		return openRedis(ctx, d, dial)
+		return opened(openRedis(ctx, d, dial))
 	case Kafka:
-		return openKafka(ctx, d, dial)
+		return opened(openKafka(ctx, d, dial))
 	}
 	return nil, fmt.Errorf("%w: unknown kind %q (use ParseDestination)", ErrBadDestination, d.Kind)
+}
+
+// opened returns a nil interface on error: returned as is, a failed
+// open's nil *amqpPublisher would be a non-nil Publisher whose Close
+// panics (as BrokerCaller.Close did when a broker was unreachable).
+func opened[P BatchPublisher](p P, err error) (BatchPublisher, error) {
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }

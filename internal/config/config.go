@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/concordtm/concord/internal/destination"
 )
 
 // Config is everything `concord serve` can be told. Each field's `name` tag
@@ -42,6 +44,7 @@ type Config struct {
 	TLSKey  string `name:"tls-key" help:"PEM private key file"`
 
 	DestinationsConfig string `name:"destinations-config" help:"JSON file mapping branch URL prefixes or hosts to credentials for calling them: {headers, bearer_token, tls_cert, tls_key, ca}; see docs/operations.md"`
+	AllowDestinations  string `name:"allow-destinations" help:"comma-separated hosts the coordinator may call (branches, check-backs, brokers): [scheme://]host, *.domain, IP or CIDR; empty: any (see docs/operations.md)"`
 
 	AlertWebhook string        `name:"alert-webhook" help:"URL that receives a JSON POST for every alert (stuck transaction, in-doubt branch)"`
 	InDoubtAlert time.Duration `name:"in-doubt-alert" help:"alert once when a 2PC branch has waited this long for phase 2 after voting yes; 0 turns it off"`
@@ -50,6 +53,11 @@ type Config struct {
 	MaxPayloadBytes int           `name:"max-payload-bytes" help:"bytes per branch payload"`
 	MaxRequestBytes int           `name:"max-request-bytes" help:"bytes per API request body"`
 	MaxWait         time.Duration `name:"max-wait" help:"longest a wait=true call blocks"`
+
+	ReadHeaderTimeout time.Duration `name:"read-header-timeout" help:"how long a client may take to send a request's headers"`
+	BodyReadTimeout   time.Duration `name:"body-read-timeout" help:"how long a client may take to send a request's body, once its headers are in"`
+	RateLimit         int           `name:"rate-limit" help:"API requests per second allowed from one client IP (429 beyond); 0: no limit"`
+	RateBurst         int           `name:"rate-burst" help:"requests a client IP may send at once before -rate-limit applies; 0: the rate"`
 
 	Timeout          time.Duration `name:"timeout" help:"default transaction deadline"`
 	BranchTimeout    time.Duration `name:"branch-timeout" help:"default timeout of one branch call"`
@@ -65,6 +73,7 @@ func Default() Config {
 		Addr: "127.0.0.1:7070", DataDir: "concord-data", Engine: "pebble", LogLevel: "info", LogFormat: "text",
 		Shared: "auto", LeaseTTL: 10 * time.Second, Migrate: true, RetentionInterval: time.Minute, InDoubtAlert: 5 * time.Minute,
 		MaxBranches: 100, MaxPayloadBytes: 64 << 10, MaxRequestBytes: 4 << 20, MaxWait: 60 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second, BodyReadTimeout: 30 * time.Second,
 		Timeout: 60 * time.Second, BranchTimeout: 10 * time.Second, MaxAttempts: 8, MaxTotalAttempts: 64,
 		RetryInitial: 200 * time.Millisecond, RetryMax: 30 * time.Second,
 	}
@@ -114,9 +123,12 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together"))
 	}
+	if _, err := destination.Parse(c.AllowDestinations); err != nil {
+		errs = append(errs, err)
+	}
 	if c.AlertWebhook != "" {
 		if u, err := url.Parse(c.AlertWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("alert-webhook %q: want an http or https URL", c.AlertWebhook))
+			errs = append(errs, fmt.Errorf("alert-webhook %q: want an http or https URL", destination.Redact(c.AlertWebhook)))
 		}
 	}
 	positive := []struct {
@@ -128,11 +140,15 @@ func (c Config) Validate() error {
 		{"timeout", int64(c.Timeout)}, {"branch-timeout", int64(c.BranchTimeout)},
 		{"max-attempts", int64(c.MaxAttempts)}, {"max-total-attempts", int64(c.MaxTotalAttempts)},
 		{"retry-initial", int64(c.RetryInitial)}, {"retry-max", int64(c.RetryMax)},
+		{"read-header-timeout", int64(c.ReadHeaderTimeout)}, {"body-read-timeout", int64(c.BodyReadTimeout)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", p.name))
 		}
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		errs = append(errs, errors.New("rate-limit and rate-burst must not be negative"))
 	}
 	if c.RetryMax < c.RetryInitial {
 		errs = append(errs, errors.New("retry-max must not be below retry-initial"))

@@ -177,6 +177,10 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"bad log format", "", nil, []string{"-log-format", "xml"}, []string{"log-format", "xml"}},
 		{"bad addr", "", nil, []string{"-addr", "localhost"}, []string{"addr", "localhost"}},
 		{"empty data-dir", `{"data-dir": ""}`, nil, nil, []string{"data-dir"}},
+		{"bad allow-destinations CIDR", "", nil, []string{"-allow-destinations", "10.0.0.0/33"}, []string{"allow-destinations", "10.0.0.0/33"}},
+		{"bad allow-destinations pattern", "", map[string]string{"CONCORD_ALLOW_DESTINATIONS": "pay*.internal"}, nil, []string{"allow-destinations", "pay*.internal"}},
+		{"negative rate-limit", `{"rate-limit": -1}`, nil, nil, []string{"rate-limit"}},
+		{"zero body-read-timeout", "", nil, []string{"-body-read-timeout", "0s"}, []string{"body-read-timeout", "positive"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := tc.args
@@ -194,6 +198,13 @@ func TestErrorsNameTheSetting(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("webhook password not in the error", func(t *testing.T) {
+		_, err := load(t, nil, "-alert-webhook", "ftp://u:hunter2@hooks.example/x")
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error %v, want one without the password", err)
+		}
+	})
 
 	t.Run("missing file", func(t *testing.T) {
 		_, err := load(t, nil, "-config", filepath.Join(t.TempDir(), "nope.json"))

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/concordtm/concord/internal/destination"
 )
 
 // Alert is what the alert webhook receives as JSON.
@@ -32,7 +34,7 @@ func (w *webhookAlerter) send(a Alert) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 		if err != nil {
 			cancel()
-			w.log.Error("alert webhook: bad request", "err", err)
+			w.log.Error("alert webhook: bad request", "err", scrubSecrets(err.Error(), w.url))
 			return
 		}
 		req.Header.Set("Content-Type", "application/json")
@@ -45,7 +47,7 @@ func (w *webhookAlerter) send(a Alert) {
 			}
 			err = &httpStatusError{resp.StatusCode}
 		}
-		w.log.Warn("alert webhook failed", "url", w.url, "attempt", i+1, "err", err)
+		w.log.Warn("alert webhook failed", "url", destination.Redact(w.url), "attempt", i+1, "err", scrubSecrets(err.Error(), w.url))
 		time.Sleep(time.Duration(i+1) * 500 * time.Millisecond)
 	}
 }

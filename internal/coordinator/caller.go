@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/participant"
 )
@@ -113,4 +115,46 @@ func (h *HTTPCaller) Call(ctx context.Context, gid string, mode protocol.Mode, c
 	default:
 		return protocol.OutcomeUnknown, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
+}
+
+// maxErrorText bounds the error text a call's result keeps (and so the
+// record, the API and the dashboard show): a participant's answer is
+// untrusted and may be large.
+const maxErrorText = 1024
+
+// truncatedMark ends an error text that was cut at maxErrorText.
+const truncatedMark = " …[truncated]"
+
+// boundError cuts msg to at most maxErrorText bytes (on a rune boundary),
+// marked as truncated.
+func boundError(msg string) string {
+	if len(msg) <= maxErrorText {
+		return msg
+	}
+	cut := maxErrorText - len(truncatedMark)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + truncatedMark
+}
+
+// scrubSecrets hides the credentials of url (a password in its user info,
+// secret query parameters: see destination.Secrets) wherever they appear
+// in msg, an error text that is stored, shown by the API and logged: a
+// client library's error may quote the URL it dialled (net/http hides the
+// password, not a token in the query).
+func scrubSecrets(msg, url string) string {
+	if msg == "" {
+		return msg
+	}
+	if red := destination.Redact(url); red != url {
+		msg = strings.ReplaceAll(msg, url, red)
+	}
+	for _, s := range destination.Secrets(url) {
+		// A very short secret would blank out ordinary words.
+		if len(s) >= 4 {
+			msg = strings.ReplaceAll(msg, s, "xxxxx")
+		}
+	}
+	return msg
 }

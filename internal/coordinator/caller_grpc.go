@@ -9,11 +9,13 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
 
 	v1 "github.com/concordtm/concord/gen/concord/v1"
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/participant"
 )
@@ -57,7 +59,7 @@ func NewGRPCCaller() *GRPCCaller {
 }
 
 // client returns the (cached) connect client for a branch URL.
-func (g *GRPCCaller) client(raw string, d *destination) (*connect.Client[v1.BranchRequest, v1.BranchResponse], error) {
+func (g *GRPCCaller) client(raw string, d *credEntry) (*connect.Client[v1.BranchRequest, v1.BranchResponse], error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if c, ok := g.clients[raw]; ok {
@@ -133,6 +135,27 @@ type SchemeCaller struct {
 	HTTP   Caller
 	GRPC   Caller
 	Broker Caller // amqp, nats, redis, kafka (message deliveries)
+}
+
+// GuardDials makes every HTTP and gRPC connection the caller opens ask
+// p.CheckDial first, with the address DNS gave: a branch URL whose name
+// resolves to the coordinator's own listener is not called (an unknown
+// outcome, as for a refused connection). Call it before the first call.
+func (s *SchemeCaller) GuardDials(p *destination.Policy) {
+	dial := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(network, address string, _ syscall.RawConn) error { return p.CheckDial(network, address) }}).DialContext
+	var clients []*http.Client
+	if h, ok := s.HTTP.(*HTTPCaller); ok {
+		clients = append(clients, h.Client)
+	}
+	if g, ok := s.GRPC.(*GRPCCaller); ok {
+		clients = append(clients, g.plain, g.secure)
+	}
+	for _, c := range clients {
+		if tr, ok := c.Transport.(*http.Transport); ok {
+			tr.DialContext = dial
+		}
+	}
 }
 
 // NewSchemeCaller returns a caller for http, https, grpc and grpcs URLs.

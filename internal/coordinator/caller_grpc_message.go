@@ -58,7 +58,7 @@ func (wireCodec) Unmarshal(data []byte, m any) error {
 }
 
 // messageClient returns the (cached) client for a ?message=base64 URL.
-func (g *GRPCCaller) messageClient(raw string, d *destination) (*connect.Client[wireMessage, wireMessage], error) {
+func (g *GRPCCaller) messageClient(raw string, d *credEntry) (*connect.Client[wireMessage, wireMessage], error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if c, ok := g.messageClients[raw]; ok {
@@ -83,7 +83,7 @@ func (g *GRPCCaller) messageClient(raw string, d *destination) (*connect.Client[
 }
 
 // callMessage performs a branch call on an ordinary gRPC method.
-func (g *GRPCCaller) callMessage(ctx context.Context, gid string, mode protocol.Mode, c protocol.Call, d *destination) (protocol.Outcome, string) {
+func (g *GRPCCaller) callMessage(ctx context.Context, gid string, mode protocol.Mode, c protocol.Call, d *credEntry) (protocol.Outcome, string) {
 	body, err := base64.StdEncoding.DecodeString(string(c.Payload))
 	if err != nil {
 		// Checked at submit; nothing was sent.

@@ -5,9 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/participant"
 )
@@ -81,5 +84,40 @@ func TestDecoratedCallerDeliversToBrokers(t *testing.T) {
 				t.Fatalf("Close: %v", err)
 			}
 		})
+	}
+}
+
+// TestBoundError: a participant's long answer is kept to maxErrorText
+// bytes, cut on a rune boundary and marked; a short one is kept as is.
+func TestBoundError(t *testing.T) {
+	if got := boundError("short"); got != "short" {
+		t.Errorf("boundError(short) = %q", got)
+	}
+	long := strings.Repeat("é", 2000) // 2 bytes a rune
+	got := boundError(long)
+	if len(got) > maxErrorText || !strings.HasSuffix(got, truncatedMark) || !utf8.ValidString(got) {
+		t.Errorf("boundError(4000 bytes) = %d bytes, valid UTF-8 %v, marked %v", len(got), utf8.ValidString(got), strings.HasSuffix(got, truncatedMark))
+	}
+}
+
+// TestGuardDialsRefusesOwnListener: with GuardDials, a call whose address
+// (after DNS) is the coordinator's own listener is not made.
+func TestGuardDialsRefusesOwnListener(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	p, _ := destination.Parse("")
+	p.SetSelf(srv.Listener.Addr())
+	sc := NewSchemeCaller()
+	defer sc.Close()
+	sc.GuardDials(p)
+	out, msg := sc.Call(t.Context(), "g1", protocol.ModeSaga, protocol.Call{Branch: "b1", Op: protocol.OpAction, URL: srv.URL + "/x"})
+	if out != protocol.OutcomeUnknown || !strings.Contains(msg, "own listener") || hits.Load() != 0 {
+		t.Errorf("call to the own listener: %v %q, %d requests arrived; want unknown, refused, none", out, msg, hits.Load())
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer other.Close()
+	if out, msg := sc.Call(t.Context(), "g1", protocol.ModeSaga, protocol.Call{Branch: "b1", Op: protocol.OpAction, URL: other.URL + "/x"}); out != protocol.OutcomeSuccess {
+		t.Errorf("call elsewhere: %v %q", out, msg)
 	}
 }

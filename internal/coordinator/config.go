@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 )
 
@@ -28,6 +29,11 @@ type Config struct {
 	// brokers). Close closes it, once no call is in flight, if it has a
 	// Close method (io.Closer): the broker connections it keeps.
 	Caller Caller
+	// Destinations, if set, is asked before every branch, check-back and
+	// broker call; a refused URL is not called, and the call's outcome is
+	// unknown (retried, then alerted as any failing branch), so that a
+	// record written before the allow-list changed is not called either.
+	Destinations *destination.Policy
 	// Listener receives optional observability callbacks.
 	Listener Listener
 	// Shared, when set, runs this coordinator as one of several processes

@@ -543,7 +543,13 @@ func (c *Coordinator) startCall(gid string, mode protocol.Mode, call protocol.Ca
 			}
 		}
 		started := time.Now()
-		outcome, msg := c.caller.Call(ctx, gid, mode, call)
+		outcome, msg := protocol.OutcomeUnknown, ""
+		if err := c.cfg.Destinations.Check(call.URL); err != nil {
+			msg = "not called: " + err.Error()
+		} else {
+			outcome, msg = c.caller.Call(ctx, gid, mode, call)
+		}
+		msg = boundError(scrubSecrets(msg, call.URL))
 		done(outcome, msg)
 		if c.cfg.Listener.BranchCall != nil {
 			c.cfg.Listener.BranchCall(mode, call.Op, outcome, time.Since(started))

@@ -31,9 +31,9 @@ type Destination struct {
 	CA          string            `json:"ca,omitempty"` // PEM bundle trusted for the participant's certificate
 }
 
-// destination is a Destination ready for use: matched by URL prefix or
+// credEntry is a Destination ready for use: matched by URL prefix or
 // host, with its own transports when it brings TLS settings.
-type destination struct {
+type credEntry struct {
 	match  string // URL prefix (has "://") or host ("pay.internal", "pay.internal:8443")
 	header http.Header
 	tls    *tls.Config  // nil: the default transports
@@ -44,7 +44,7 @@ type destination struct {
 // Destinations maps branch URLs to their credentials. The zero value and
 // nil match nothing.
 type Destinations struct {
-	list []*destination // longest match first
+	list []*credEntry // longest match first
 }
 
 // LoadDestinations reads a JSON object mapping a URL prefix
@@ -94,11 +94,11 @@ func NewDestinations(m map[string]Destination) (*Destinations, error) {
 	return d, nil
 }
 
-func compile(match string, dest Destination) (*destination, error) {
+func compile(match string, dest Destination) (*credEntry, error) {
 	if match == "" {
 		return nil, errors.New("empty match")
 	}
-	cd := &destination{match: match, header: http.Header{}}
+	cd := &credEntry{match: match, header: http.Header{}}
 	for k, v := range dest.Headers {
 		ck := http.CanonicalHeaderKey(k)
 		if strings.HasPrefix(ck, "Concord-") || strings.HasPrefix(ck, "Grpc-") || ck == "Content-Type" || ck == "Host" || ck == "Te" {
@@ -149,7 +149,7 @@ func compile(match string, dest Destination) (*destination, error) {
 
 // lookup returns the destination for a branch URL: the longest matching
 // key (URL prefix or host), or nil.
-func (d *Destinations) lookup(raw string) *destination {
+func (d *Destinations) lookup(raw string) *credEntry {
 	if d == nil || len(d.list) == 0 {
 		return nil
 	}
@@ -172,7 +172,7 @@ func (d *Destinations) lookup(raw string) *destination {
 }
 
 // apply adds the destination's headers to h.
-func (cd *destination) apply(h http.Header) {
+func (cd *credEntry) apply(h http.Header) {
 	if cd == nil {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	v1 "github.com/concordtm/concord/gen/concord/v1"
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 )
 
@@ -14,7 +15,8 @@ func ms(ns int64) int64 {
 	return ns / int64(time.Millisecond)
 }
 
-// toProto renders a transaction for the API.
+// toProto renders a transaction for the API. URLs are shown with their
+// credentials hidden (destination.Redact); the record keeps them.
 func toProto(t protocol.Txn) *v1.Transaction {
 	out := &v1.Transaction{
 		Gid: t.GID, Mode: string(t.Mode), Status: string(t.Status), Reason: t.Reason,
@@ -24,7 +26,7 @@ func toProto(t protocol.Txn) *v1.Transaction {
 	}
 	for _, b := range t.Branches {
 		pb := &v1.Branch{
-			Id: b.ID, ForwardUrl: b.ForwardURL, BackwardUrl: b.BackwardURL,
+			Id: b.ID, ForwardUrl: destination.Redact(b.ForwardURL), BackwardUrl: destination.Redact(b.BackwardURL),
 			ForwardOp: string(b.ForwardOp), BackwardOp: string(b.BackwardOp),
 			ForwardStatus: string(b.Fwd.Status), BackwardStatus: string(b.Bwd.Status),
 			After: b.After, PayloadBytes: int64(len(b.Payload)),

@@ -49,7 +49,7 @@ func (s *Service) checkMessage(gid string, dests []*v1.MessageDestination, topic
 		if err := checkID(what+".id", d.Id, false); err != nil {
 			return err
 		}
-		if err := checkDestination(what+".url", d.Url); err != nil {
+		if err := s.checkDestination(what+".url", d.Url); err != nil {
 			return err
 		}
 		if err := s.checkPayload(what, d.Payload); err != nil {
@@ -91,7 +91,7 @@ func (s *Service) PrepareMessage(ctx context.Context, req *connect.Request[v1.Pr
 	if err := s.checkMessage(r.Gid, r.Destinations, r.Topics, r.Payload, r.Options, r.DelayMs); err != nil {
 		return nil, invalid(err)
 	}
-	if err := checkURL("check_url", r.CheckUrl); err != nil {
+	if err := s.checkBranchURL("check_url", r.CheckUrl); err != nil {
 		return nil, invalid(err)
 	}
 	spec := s.messageSpec(r.Gid, r.Destinations, r.Topics, r.Payload, r.Options, r.DelayMs)

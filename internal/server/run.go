@@ -12,6 +12,7 @@ import (
 
 	"github.com/concordtm/concord/internal/config"
 	"github.com/concordtm/concord/internal/coordinator"
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/store"
 	"github.com/concordtm/concord/internal/store/embedded"
@@ -46,8 +47,36 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
-	// Loaded first: a bad credentials file fails the start.
-	dest, err := coordinator.LoadDestinations(cfg.DestinationsConfig)
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		// Loaded before listening, so that a missing or bad file fails
+		// the start instead of every handshake.
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("%w: tls: %v", ErrStartup, err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStartup, err)
+	}
+	defer ln.Close() // srv.Shutdown closes it too; this covers a failed start
+	dest, err := destination.Parse(cfg.AllowDestinations)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStartup, err)
+	}
+	dest.SetSelf(ln.Addr())
+	if !dest.Restricted() && !loopbackOnly(ln.Addr()) {
+		log.Warn("listening beyond loopback without -allow-destinations: anyone who can submit a transaction can make "+
+			"this coordinator call any URL (an internal service, a cloud metadata address); set -allow-destinations", "addr", ln.Addr().String())
+	}
+	if cfg.Token == "" && !loopbackOnly(ln.Addr()) {
+		log.Warn("listening beyond loopback without -token: anyone who can reach "+ln.Addr().String()+
+			" can submit, retry and abort transactions; set -token (and -tls-cert) or listen on 127.0.0.1", "addr", ln.Addr().String())
+	}
+	// Loaded before the store: a bad credentials file fails the start.
+	creds, err := coordinator.LoadDestinations(cfg.DestinationsConfig)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStartup, err)
 	}
@@ -63,9 +92,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	ops := newOps(ctx, log)
 	defer ops.close()
+	caller := ops.caller(creds)
+	if sc, ok := caller.(*coordinator.SchemeCaller); ok {
+		sc.GuardDials(dest) // names that resolve to this listener
+	}
 	coord := coordinator.New(coordinator.Config{
 		Listener:  ops.listener(),
-		Caller:    ops.caller(dest),
+		Caller:    caller,
 		Shared:    shared,
 		Retention: cfg.Retention, RetentionInterval: cfg.RetentionInterval,
 		InDoubtAlert: cfg.InDoubtAlert,
@@ -75,6 +108,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 			RetryInitial: int64(cfg.RetryInitial), RetryMax: int64(cfg.RetryMax),
 		},
 		AlertWebhook: cfg.AlertWebhook,
+		Destinations: dest,
 		Logger:       log,
 	}, st)
 	if err := coord.Start(ctx); err != nil {
@@ -86,29 +120,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	svc := NewService(coord, Limits{
 		MaxBranches: cfg.MaxBranches, MaxPayloadBytes: cfg.MaxPayloadBytes,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxWait: cfg.MaxWait,
-	}).WithAuditLog(log)
-	var tlsConfig *tls.Config
-	if cfg.TLSCert != "" {
-		// Loaded before listening, so that a missing or bad file fails
-		// the start instead of every handshake.
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("%w: tls: %v", ErrStartup, err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStartup, err)
-	}
-	if cfg.Token == "" && !loopbackOnly(ln.Addr()) {
-		log.Warn("listening beyond loopback without -token: anyone who can reach "+ln.Addr().String()+
-			" can submit, retry and abort transactions; set -token (and -tls-cert) or listen on 127.0.0.1", "addr", ln.Addr().String())
+	}).WithAuditLog(log).WithDestinations(dest)
+	var limiter *clientLimiter
+	if cfg.RateLimit > 0 {
+		limiter = newClientLimiter(float64(cfg.RateLimit), cfg.RateBurst)
 	}
 	srv := &http.Server{
-		Handler:           jsonErrors(ops.handler(Handler(svc, cfg.Token), cfg.Token), int64(svc.limits.MaxRequestBytes)),
+		Handler:           rateLimited(limiter, bodyTimeout(cfg.BodyReadTimeout, jsonErrors(ops.handler(Handler(svc, cfg.Token), cfg.Token), int64(svc.limits.MaxRequestBytes)))),
 		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

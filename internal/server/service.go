@@ -17,6 +17,7 @@ import (
 	v1 "github.com/concordtm/concord/gen/concord/v1"
 	"github.com/concordtm/concord/gen/concord/v1/concordv1connect"
 	"github.com/concordtm/concord/internal/coordinator"
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 	"github.com/concordtm/concord/internal/store"
 	"github.com/concordtm/concord/internal/topic"
@@ -28,6 +29,7 @@ type Service struct {
 	limits Limits
 	audit  *slog.Logger // operator actions; nil: none (see WithAuditLog)
 	health *health
+	dest   *destination.Policy // nil: any destination (see WithDestinations)
 }
 
 var _ concordv1connect.CoordinatorServiceHandler = (*Service)(nil)
@@ -36,6 +38,14 @@ var _ concordv1connect.CoordinatorServiceHandler = (*Service)(nil)
 func NewService(c *coordinator.Coordinator, l Limits) *Service {
 	s := &Service{coord: c, limits: l.withDefaults()}
 	s.health = &health{svc: s}
+	return s
+}
+
+// WithDestinations makes the service refuse, at submission, every branch,
+// check-back, message and subscription URL the policy refuses (an
+// invalid_argument error naming the URL's host and the reason).
+func (s *Service) WithDestinations(p *destination.Policy) *Service {
+	s.dest = p
 	return s
 }
 

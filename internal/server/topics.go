@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 
 	v1 "github.com/concordtm/concord/gen/concord/v1"
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/topic"
 )
 
@@ -40,12 +41,15 @@ func checkSubscribe(r *v1.SubscribeRequest) error {
 }
 
 func subscriptionProto(sub topic.Subscription) *v1.Subscription {
-	return &v1.Subscription{Topic: sub.Topic, Subscriber: sub.Subscriber, Url: sub.URL, UpdatedAtUnixMs: sub.UpdatedAt}
+	return &v1.Subscription{Topic: sub.Topic, Subscriber: sub.Subscriber, Url: destination.Redact(sub.URL), UpdatedAtUnixMs: sub.UpdatedAt}
 }
 
 func (s *Service) Subscribe(ctx context.Context, req *connect.Request[v1.SubscribeRequest]) (*connect.Response[v1.SubscribeResponse], error) {
 	r := req.Msg
 	if err := checkSubscribe(r); err != nil {
+		return nil, invalid(err)
+	}
+	if err := s.allowed("subscription", r.Url); err != nil {
 		return nil, invalid(err)
 	}
 	sub, created, changed, err := s.coord.Subscribe(ctx, topic.Subscription{Topic: r.Topic, Subscriber: r.Subscriber, URL: r.Url})

@@ -141,10 +141,10 @@ func (s *Service) checkSaga(r *v1.SubmitSagaRequest) error {
 		if err := checkID(what+".id", b.Id, false); err != nil {
 			return err
 		}
-		if err := checkURL(what+".action", b.Action); err != nil {
+		if err := s.checkBranchURL(what+".action", b.Action); err != nil {
 			return err
 		}
-		if err := checkURL(what+".compensate", b.Compensate); err != nil {
+		if err := s.checkBranchURL(what+".compensate", b.Compensate); err != nil {
 			return err
 		}
 		if err := s.checkPayload(what, b.Payload); err != nil {
@@ -181,7 +181,7 @@ func (s *Service) checkCommit(mode, gid string, branches []*v1.TwoPCBranch, o *v
 		if err := checkID(what+".id", b.Id, false); err != nil {
 			return err
 		}
-		if err := checkURL(what+".url", b.Url); err != nil {
+		if err := s.checkBranchURL(what+".url", b.Url); err != nil {
 			return err
 		}
 		if err := s.checkPayload(what, b.Payload); err != nil {
@@ -201,10 +201,10 @@ func (s *Service) checkRegister(r *v1.RegisterBranchRequest) error {
 	if err := checkID("branch_id", r.BranchId, true); err != nil {
 		return err
 	}
-	if err := checkURL("confirm", r.Confirm); err != nil {
+	if err := s.checkBranchURL("confirm", r.Confirm); err != nil {
 		return err
 	}
-	if err := checkURL("cancel", r.Cancel); err != nil {
+	if err := s.checkBranchURL("cancel", r.Cancel); err != nil {
 		return err
 	}
 	if err := checkMessagePayload("branch", r.Confirm, r.Payload); err != nil {
@@ -214,4 +214,30 @@ func (s *Service) checkRegister(r *v1.RegisterBranchRequest) error {
 		return err
 	}
 	return s.checkPayload("branch", r.Payload)
+}
+
+// checkBranchURL is checkURL, then the destination policy (allow-list, and
+// never the coordinator's own listener).
+func (s *Service) checkBranchURL(what, raw string) error {
+	if err := checkURL(what, raw); err != nil {
+		return err
+	}
+	return s.allowed(what, raw)
+}
+
+// checkDestination is the package's checkDestination (branch or broker
+// URL), then the destination policy.
+func (s *Service) checkDestination(what, raw string) error {
+	if err := checkDestination(what, raw); err != nil {
+		return err
+	}
+	return s.allowed(what, raw)
+}
+
+// allowed asks the destination policy (see WithDestinations).
+func (s *Service) allowed(what, raw string) error {
+	if err := s.dest.Check(raw); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/concordtm/concord/internal/coordinator"
+	"github.com/concordtm/concord/internal/destination"
 	"github.com/concordtm/concord/internal/protocol"
 )
 
@@ -166,7 +167,7 @@ func (t *Tracer) callStart(ctx context.Context, gid string, mode protocol.Mode, 
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			AttrGID.String(gid), AttrMode.String(string(mode)), AttrBranch.String(call.Branch),
-			AttrOp.String(string(call.Op)), AttrAttempt.Int(call.Attempt), AttrURL.String(call.URL),
+			AttrOp.String(string(call.Op)), AttrAttempt.Int(call.Attempt), AttrURL.String(destination.Redact(call.URL)),
 		))
 	return ctx, func(outcome protocol.Outcome, msg string) {
 		span.SetAttributes(AttrOutcome.String(string(outcome)))

@@ -106,6 +106,20 @@ func Redis(t testing.TB) *Daemon {
 	return d
 }
 
+// RedisAuth is Redis with a password (requirepass): its URL is
+// "redis://:" + password + "@" + Addr.
+func RedisAuth(t testing.TB, password string) *Daemon {
+	t.Helper()
+	bin := lookup(t, "redis-server", "/usr/bin/redis-server")
+	port := freePort(t)
+	d := &Daemon{t: t, name: "redis-server", bin: bin, Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: t.TempDir()}
+	d.args = []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", d.Dir, "--requirepass", password,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no", "--daemonize", "no"}
+	d.ready = func(ctx context.Context) error { return dial(ctx, d.Addr) }
+	d.Start()
+	return d
+}
+
 // RabbitMQ starts a private RabbitMQ node (its own node name, AMQP and
 // distribution ports, data and log directories, no plugins) with the
 // default guest user allowed from loopback; its URL is

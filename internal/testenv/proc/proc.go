@@ -19,39 +19,66 @@ import (
 	"time"
 )
 
+// build is one way of building ./cmd/concord, done once per test process.
+type build struct {
+	once sync.Once
+	path string
+	err  error
+	tags string // build tags ("" for none)
+}
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	// testBuild has the failpoint hook (internal/failpoint): what every
+	// test runs.
+	testBuild = &build{tags: "failpoints"}
+	// releaseBuild is built as a release is: without test-only hooks.
+	releaseBuild = &build{}
 )
 
-// Binary builds ./cmd/concord once per test process and returns its path.
+// Binary builds ./cmd/concord for tests once per test process and returns
+// its path. It is built with the build tag failpoints, so that
+// CONCORD_FAILPOINTS works (StartArmed); a release build ignores it.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	return testBuild.binary(t)
+}
+
+// ReleaseBinary builds ./cmd/concord as a release is built (no build tags,
+// so no failpoint hook), once per test process, and returns its path.
+func ReleaseBinary(t testing.TB) string {
+	t.Helper()
+	return releaseBuild.binary(t)
+}
+
+func (b *build) binary(t testing.TB) string {
+	t.Helper()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "concord-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "concord")
+		b.path = filepath.Join(dir, "concord")
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-		args := []string{"build", "-o", binPath}
+		args := []string{"build", "-o", b.path}
 		if raceEnabled {
 			args = append(args, "-race")
+		}
+		if b.tags != "" {
+			args = append(args, "-tags", b.tags)
 		}
 		cmd := exec.Command("go", append(args, "./cmd/concord")...)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // Server is one running `concord serve` process.
@@ -87,7 +114,20 @@ func Start(t testing.TB, dataDir string, env []string, args ...string) *Server {
 // process's log is checked at cleanup as Start's is, even if it never got
 // ready.
 func TryStart(t testing.TB, dataDir string, env []string, args ...string) (*Server, error) {
-	bin := Binary(t)
+	return tryStart(t, Binary(t), dataDir, env, args...)
+}
+
+// StartRelease is Start with the release build (ReleaseBinary).
+func StartRelease(t testing.TB, dataDir string, env []string, args ...string) *Server {
+	t.Helper()
+	s, err := tryStart(t, ReleaseBinary(t), dataDir, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func tryStart(t testing.TB, bin, dataDir string, env []string, args ...string) (*Server, error) {
 	full := append([]string{"serve", "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn"}, args...)
 	cmd := exec.Command(bin, full...)
 	cmd.Env = append(os.Environ(), env...)
