@@ -58,16 +58,12 @@ func NewGRPCCaller() *GRPCCaller {
 	}
 }
 
-// client returns the (cached) connect client for a branch URL.
-func (g *GRPCCaller) client(raw string, d *credEntry) (*connect.Client[v1.BranchRequest, v1.BranchResponse], error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if c, ok := g.clients[raw]; ok {
-		return c, nil
-	}
+// target picks the HTTP client for a grpc:// or grpcs:// branch URL (the
+// destination's own for grpcs with credentials) and the URL connect calls.
+func (g *GRPCCaller) target(raw string, d *credEntry) (*http.Client, string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	hc, scheme := g.plain, "http"
 	if u.Scheme == "grpcs" {
@@ -76,7 +72,21 @@ func (g *GRPCCaller) client(raw string, d *credEntry) (*connect.Client[v1.Branch
 			hc = d.grpc
 		}
 	}
-	c := connect.NewClient[v1.BranchRequest, v1.BranchResponse](hc, scheme+"://"+u.Host+u.Path, connect.WithGRPC())
+	return hc, scheme + "://" + u.Host + u.Path, nil
+}
+
+// client returns the (cached) connect client for a branch URL.
+func (g *GRPCCaller) client(raw string, d *credEntry) (*connect.Client[v1.BranchRequest, v1.BranchResponse], error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c, ok := g.clients[raw]; ok {
+		return c, nil
+	}
+	hc, target, err := g.target(raw, d)
+	if err != nil {
+		return nil, err
+	}
+	c := connect.NewClient[v1.BranchRequest, v1.BranchResponse](hc, target, connect.WithGRPC())
 	if len(g.clients) < 10000 {
 		g.clients[raw] = c
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -64,18 +63,11 @@ func (g *GRPCCaller) messageClient(raw string, d *credEntry) (*connect.Client[wi
 	if c, ok := g.messageClients[raw]; ok {
 		return c, nil
 	}
-	u, err := url.Parse(raw)
+	hc, target, err := g.target(raw, d)
 	if err != nil {
 		return nil, err
 	}
-	hc, scheme := g.plain, "http"
-	if u.Scheme == "grpcs" {
-		hc, scheme = g.secure, "https"
-		if d != nil && d.grpc != nil {
-			hc = d.grpc
-		}
-	}
-	c := connect.NewClient[wireMessage, wireMessage](hc, scheme+"://"+u.Host+u.Path, connect.WithGRPC(), connect.WithCodec(wireCodec{}))
+	c := connect.NewClient[wireMessage, wireMessage](hc, target, connect.WithGRPC(), connect.WithCodec(wireCodec{}))
 	if len(g.messageClients) < 10000 {
 		g.messageClients[raw] = c
 	}
