@@ -160,7 +160,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	svc.Drain()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.Shutdown(shutCtx)
+	if err := srv.Shutdown(shutCtx); err != nil {
+		// Connections still open after the grace period (a client that
+		// dialed and never sent a request stays "new" and is waited for)
+		// are closed, so that nothing of the server outlives Run.
+		srv.Close()
+	}
 	log.Info("concord stopped")
 	return nil
 }
